@@ -1,0 +1,3 @@
+from pytest_vllm.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,27 @@
+"""`pytest-vllm` / `python -m pytest_vllm`: run the shipped suites; pytest options pass through.
+
+Select checks with pytest's own `-k` and `-m`; test your own files with plain `pytest`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+DEFAULT_REPORT = "pytest-vllm-report.json"
+
+
+def suites_dir() -> Path:
+    """The conformance suites, wherever the package is installed."""
+    import pytest_vllm.suites
+
+    return Path(pytest_vllm.suites.__file__).parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not any(a == "--vllm-report" or a.startswith("--vllm-report=") for a in args):
+        args += ["--vllm-report", DEFAULT_REPORT]
+    return int(pytest.main([str(suites_dir()), "-p", "no:cacheprovider", *args]))

@@ -1,0 +1,108 @@
+"""Records each test's HTTP exchanges so a failure can show them and a curl line to repeat them.
+
+The openai SDK and httpx clients the fixtures hand out share these event hooks, so every
+request a check makes is recorded without the check doing anything.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import httpx
+
+_BODY_LIMIT = 2000
+_CURL_BODY_LIMIT = 8000
+
+
+@dataclass
+class Exchange:
+    method: str
+    url: str
+    request_body: str
+    status: int | None = None
+    response_body: str = ""
+
+    def curl(self) -> str:
+        """A one-line curl that repeats the request; the key is left as $VLLM_API_KEY."""
+        parts = ["curl", "-sS", "-X", self.method, self.url]
+        line = shlex.join(parts) + ' -H "Authorization: Bearer $VLLM_API_KEY"'
+        if self.request_body:
+            body = self.request_body
+            if len(body) > _CURL_BODY_LIMIT:
+                return line + f" -d @request.json  # body of {len(body)} bytes, shown above"
+            line += " -H 'Content-Type: application/json' -d " + shlex.quote(body)
+        return line
+
+    def render(self) -> str:
+        response = f"{self.status}" if self.status is not None else "no response"
+        return (
+            f"> {self.method} {self.url}\n{_clip(self.request_body)}\n"
+            f"< {response}\n{_clip(self.response_body)}\n"
+            f"repeat: {self.curl()}"
+        )
+
+
+class Recorder:
+    """Holds the exchanges of the test that is running now."""
+
+    def __init__(self) -> None:
+        self.exchanges: list[Exchange] = []
+
+    def reset(self) -> list[Exchange]:
+        done, self.exchanges = self.exchanges, []
+        return done
+
+    def on_request(self, request: httpx.Request) -> None:
+        body = request.content.decode(errors="replace") if _has_content(request) else ""
+        self.exchanges.append(Exchange(request.method, str(request.url), body))
+
+    def on_response(self, response: httpx.Response) -> None:
+        if not _is_stream(response):
+            response.read()
+        self._finish(response)
+
+    async def aon_request(self, request: httpx.Request) -> None:
+        self.on_request(request)
+
+    async def aon_response(self, response: httpx.Response) -> None:
+        if not _is_stream(response):
+            await response.aread()
+        self._finish(response)
+
+    def _finish(self, response: httpx.Response) -> None:
+        for exchange in reversed(self.exchanges):
+            if exchange.url == str(response.request.url) and exchange.status is None:
+                exchange.status = response.status_code
+                exchange.response_body = "(an SSE stream)" if _is_stream(response) else response.text
+                return
+
+    def hooks(self) -> dict:
+        return {"request": [self.on_request], "response": [self.on_response]}
+
+    def async_hooks(self) -> dict:
+        return {"request": [self.aon_request], "response": [self.aon_response]}
+
+
+def _is_stream(response: httpx.Response) -> bool:
+    return "text/event-stream" in response.headers.get("content-type", "")
+
+
+def _has_content(request: httpx.Request) -> bool:
+    import httpx
+
+    try:
+        return bool(request.content)
+    except httpx.RequestNotRead:
+        return False
+
+
+def _clip(text: str) -> str:
+    try:
+        text = json.dumps(json.loads(text), ensure_ascii=False)
+    except ValueError:
+        pass
+    return text if len(text) <= _BODY_LIMIT else text[:_BODY_LIMIT] + f"... ({len(text)} chars)"

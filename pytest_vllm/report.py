@@ -1,0 +1,122 @@
+"""The results: one record per check, a per-area summary table, and the JSON results file.
+
+Runs where reports arrive whole: in pytest itself, or in the xdist controller.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from pytest_vllm.session import VllmSession
+
+OUTCOMES = ("passed", "failed", "unsupported", "skipped", "error")
+_RANK = {"passed": 0, "skipped": 1, "unsupported": 2, "failed": 3, "error": 4}
+_MESSAGE_LIMIT = 2000
+
+
+@dataclass
+class Record:
+    nodeid: str
+    area: str
+    outcome: str
+    message: str
+    duration: float
+
+
+def area_of(nodeid: str) -> str:
+    """The feature area: the module name without `test_` (`suites/test_chat.py` → `chat`)."""
+    module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    return module.removesuffix(".py").removeprefix("test_")
+
+
+def outcome_of(report: pytest.TestReport) -> str:
+    if getattr(report, "vllm_unsupported", False):
+        return "unsupported"
+    if report.failed:
+        return "failed" if report.when == "call" else "error"
+    return report.outcome
+
+
+class ReportPlugin:
+    """Controller-side hooks: collect a record per check, print the table, write the file."""
+
+    def __init__(self, vllm: VllmSession) -> None:
+        self.vllm = vllm
+        self.records: dict[str, Record] = {}
+        self.started = time.time()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        outcome = outcome_of(report)
+        record = self.records.get(report.nodeid)
+        if record is None:
+            record = self.records[report.nodeid] = Record(
+                report.nodeid, area_of(report.nodeid), outcome, "", 0.0
+            )
+        record.duration += report.duration
+        if _RANK[outcome] > _RANK[record.outcome] or (outcome != "passed" and not record.message):
+            record.outcome = max(record.outcome, outcome, key=_RANK.__getitem__)
+            record.message = _message(report)
+
+    def counts(self) -> dict[str, Counter]:
+        table: dict[str, Counter] = {}
+        for record in self.records.values():
+            table.setdefault(record.area, Counter())[record.outcome] += 1
+        return table
+
+    def summary_lines(self) -> list[str]:
+        table = self.counts()
+        width = max([len("area")] + [len(area) for area in table])
+        lines = ["area".ljust(width) + "".join(f"{o:>13}" for o in OUTCOMES)]
+        for area in sorted(table):
+            lines.append(area.ljust(width) + "".join(f"{table[area][o]:>13}" for o in OUTCOMES))
+        return lines
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.records or not self._touched_vllm():
+            return
+        write = terminalreporter.write_line
+        terminalreporter.section("vllm conformance")
+        for server in self._servers():
+            write(f"server: {server['model']} at {server['url']} (vLLM {server['version']}, "
+                  f"{server['launched_by']})")
+        for line in self.summary_lines():
+            write(line)
+        path = self.vllm.settings.report
+        if path:
+            self.write(Path(path))
+            write(f"results: {Path(path).resolve()}")
+
+    def _touched_vllm(self) -> bool:
+        return bool(self.vllm.settings.report or self.vllm.settings.url or self._servers())
+
+    def _servers(self) -> list[dict]:
+        return self.vllm.servers_seen()
+
+    def write(self, path: Path) -> None:
+        data = {
+            "started": self.started,
+            "duration": time.time() - self.started,
+            "servers": self._servers(),
+            "settings": self.vllm.settings.describe(),
+            "counts": {area: dict(c) for area, c in sorted(self.counts().items())},
+            "checks": [asdict(r) for r in self.records.values()],
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _message(report: pytest.TestReport) -> str:
+    if report.skipped and isinstance(report.longrepr, tuple):
+        text = report.longrepr[2]
+    else:
+        text = report.longreprtext
+    text = text.removeprefix("Skipped: ")
+    return text if len(text) <= _MESSAGE_LIMIT else text[-_MESSAGE_LIMIT:]

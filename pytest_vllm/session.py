@@ -1,0 +1,215 @@
+"""The run's vLLM state: which servers to test, the clients to reach them, their capabilities.
+
+Created by the plugin at configure time and touching nothing until a fixture asks:
+the server pool, the fixture models and the HTTP clients all come on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+import weakref
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pytest_vllm.capabilities import Unsupported
+from pytest_vllm.exchanges import Recorder
+from pytest_vllm.settings import Settings
+
+if TYPE_CHECKING:
+    import httpx
+    import openai
+
+    from pytest_vllm.launchers import ServerSpec, VllmServer
+    from pytest_vllm.pool import ServerPool
+
+# The embedded default: which fixture model serves the checks of each capability.
+EMBEDDED_MAIN = "tiny-chat"
+EMBEDDED_BY_CAPABILITY = {"vision": "tiny-vision", "embeddings": "minilm-embed"}
+EMBEDDED_ENV = (
+    ("HF_HUB_OFFLINE", "1"),
+    ("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "True"),
+    ("VLLM_CPU_KVCACHE_SPACE", os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")),
+)
+
+
+def new_shared_dir() -> str:
+    """A fresh per-run folder path (created on first use) that xdist workers share."""
+    run = f"{os.getpid()}-{time.time_ns()}"
+    return str(Path(tempfile.gettempdir()) / "pytest-vllm" / run)
+
+
+class VllmSession:
+    """Servers, clients and capabilities for one test run (one per process under xdist)."""
+
+    def __init__(self, settings: Settings, shared_dir: str, owner: bool) -> None:
+        self.settings = settings
+        self.shared_dir = Path(shared_dir)
+        self.owner = owner
+        self.recorder = Recorder()
+        self.overrides = dict(settings.capability)
+        self._pool: ServerPool | None = None
+        self._remote: VllmServer | None = None
+        self._clients: weakref.WeakKeyDictionary[Any, VllmServer] = weakref.WeakKeyDictionary()
+        self._probe_clients: dict[str, httpx.Client] = {}
+
+    @property
+    def embedded(self) -> bool:
+        """True when no URL and no model were given: the tiny fixture models are launched."""
+        return self.settings.url is None and self.settings.model is None
+
+    @property
+    def pool(self) -> ServerPool:
+        if self._pool is None:
+            from pytest_vllm.launchers import SubprocessLauncher
+            from pytest_vllm.pool import ServerPool
+
+            launcher = SubprocessLauncher(self.settings.command, self.settings.request_timeout)
+            self._pool = ServerPool(launcher, self.shared_dir, self.settings.startup_timeout, self.owner)
+        return self._pool
+
+    # Servers
+
+    def main_server(self) -> VllmServer:
+        """The server under test: the one at --vllm-url, or the launched one."""
+        if self.settings.url is None:
+            return self.pool.get(self._spec(EMBEDDED_MAIN))
+        if self._remote is None:
+            from pytest_vllm.launchers import connect
+
+            s = self.settings
+            self._remote = connect(s.url, s.api_key, s.model, s.request_timeout)
+        return self._remote
+
+    def server_with(self, capability: str) -> VllmServer:
+        """The server for checks that need `capability`; Unsupported if it lacks it.
+
+        The embedded default runs a dedicated fixture model for vision and embeddings and a
+        keyed copy of the main server for auth; otherwise it is the server under test.
+        """
+        if self.embedded and capability in EMBEDDED_BY_CAPABILITY:
+            server = self.pool.get(self._spec(EMBEDDED_BY_CAPABILITY[capability]))
+        elif capability == "auth" and self.settings.url is None and not self.settings.api_key:
+            server = self.launch(api_key=self._run_key())
+        else:
+            server = self.main_server()
+        self.require(server, capability)
+        return server
+
+    def launch(self, *, serve_args: tuple[str, ...] = (), api_key: str | None = None) -> VllmServer:
+        """A differently configured copy of the launched server, one per configuration."""
+        if self.settings.url is not None:
+            raise Unsupported("unsupported: launching a server (testing the server at --vllm-url)")
+        spec = self._spec(EMBEDDED_MAIN)
+        spec = type(spec)(
+            spec.model, spec.served_name, spec.serve_args + tuple(serve_args), spec.env,
+            api_key or spec.api_key,
+        )
+        return self.pool.get(spec)
+
+    def _spec(self, fixture_model: str) -> ServerSpec:
+        from pytest_vllm.launchers import ServerSpec
+
+        s = self.settings
+        if s.model is not None:
+            return ServerSpec(s.model, serve_args=s.serve_arg, api_key=s.api_key)
+        from pytest_vllm import fixture_models
+
+        path = fixture_models.build(fixture_model)
+        args = tuple(fixture_models.serve_args(fixture_model, path)) + s.serve_arg
+        return ServerSpec(str(path), fixture_model, args, EMBEDDED_ENV, s.api_key)
+
+    def _run_key(self) -> str:
+        return "pytest-vllm-" + hashlib.sha256(str(self.shared_dir).encode()).hexdigest()[:24]
+
+    # Capabilities
+
+    def has(self, server: VllmServer, capability: str) -> bool:
+        from pytest_vllm.capabilities import has
+
+        return has(server, self._probe_client(server), capability, self.overrides)
+
+    def require(self, server: VllmServer, capability: str) -> None:
+        from pytest_vllm.capabilities import require
+
+        require(server, self._probe_client(server), capability, self.overrides)
+
+    def _probe_client(self, server: VllmServer) -> httpx.Client:
+        if server.base_url not in self._probe_clients:
+            self._probe_clients[server.base_url] = self.http(server)
+        return self._probe_clients[server.base_url]
+
+    # Clients
+
+    def openai(self, server: VllmServer) -> openai.OpenAI:
+        """An openai SDK client for `server`: no retries (they hide bugs), finite timeouts."""
+        import httpx
+        import openai
+
+        http = httpx.Client(timeout=self.settings.request_timeout, event_hooks=self.recorder.hooks())
+        return self._track(server, openai.OpenAI(**self._openai_args(server), http_client=http))
+
+    def async_openai(self, server: VllmServer) -> openai.AsyncOpenAI:
+        import httpx
+        import openai
+
+        http = httpx.AsyncClient(
+            timeout=self.settings.request_timeout, event_hooks=self.recorder.async_hooks()
+        )
+        return self._track(server, openai.AsyncOpenAI(**self._openai_args(server), http_client=http))
+
+    def http(self, server: VllmServer) -> httpx.Client:
+        """An httpx client on the server's base URL, with its key, for wire-level checks."""
+        import httpx
+
+        from pytest_vllm.launchers import auth_headers
+
+        client = httpx.Client(
+            base_url=server.base_url,
+            headers=auth_headers(server.api_key),
+            timeout=self.settings.request_timeout,
+            event_hooks=self.recorder.hooks(),
+        )
+        return self._track(server, client)
+
+    def _openai_args(self, server: VllmServer) -> dict[str, Any]:
+        return {
+            "base_url": server.base_url + "/v1",
+            "api_key": server.api_key or "EMPTY",
+            "max_retries": 0,
+            "timeout": self.settings.request_timeout,
+        }
+
+    def _track(self, server: VllmServer, client: Any) -> Any:
+        self._clients[client] = server
+        return client
+
+    def server_of(self, value: Any) -> VllmServer | None:
+        """The server a fixture value (a server or one of our clients) belongs to."""
+        from pytest_vllm.launchers import VllmServer
+
+        if isinstance(value, VllmServer):
+            return value
+        try:
+            return self._clients.get(value)
+        except TypeError:  # not weak-referenceable, so not one of ours
+            return None
+
+    def servers_seen(self) -> list[dict]:
+        """What the report says of the servers tested: the remote one, or those launched."""
+        if self.settings.url is None:
+            return [server.describe() for server in self.pool.launched()] if self.shared_dir.exists() else []
+        from pytest_vllm.launchers import VllmServerError
+
+        try:
+            return [self.main_server().describe()]
+        except VllmServerError as error:
+            return [{"url": self.settings.url, "error": str(error)}]
+
+    def close(self) -> None:
+        for client in self._probe_clients.values():
+            client.close()
+        if self._pool is not None or (self.owner and self.shared_dir.exists()):
+            self.pool.close()

@@ -1,0 +1,176 @@
+"""The plugin's options: declared once, resolved once (CLI > env > ini > default)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+import pytest
+
+LAUNCHERS = ("subprocess", "docker")
+
+
+def _url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http(s) URL such as http://localhost:8000")
+    if parts.username or parts.password:
+        raise ValueError("put credentials in --vllm-api-key, not in the URL")
+    return value.rstrip("/").removesuffix("/v1")
+
+
+def _positive(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = 0.0
+    if number <= 0:
+        raise ValueError("expected a positive number of seconds")
+    return number
+
+
+def _launcher(value: str) -> str:
+    if value not in LAUNCHERS:
+        raise ValueError(f"valid launchers: {', '.join(LAUNCHERS)}")
+    return value
+
+
+def _capability(value: str) -> tuple[str, bool]:
+    from pytest_vllm.capabilities import CAPABILITIES
+
+    name, _, state = value.partition("=")
+    if name not in CAPABILITIES or state not in ("yes", "no"):
+        raise ValueError(
+            f"expected NAME=yes|no with NAME one of: {', '.join(CAPABILITIES)}"
+        )
+    return name, state == "yes"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One `--vllm-NAME` option with its `vllm_NAME` ini key and `PYTEST_VLLM_NAME` env var."""
+
+    name: str
+    help: str
+    metavar: str
+    parse: Callable[[str], Any] = str
+    default: Any = None
+    repeatable: bool = False
+    secret: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--vllm-" + self.name.replace("_", "-")
+
+    @property
+    def ini(self) -> str:
+        return "vllm_" + self.name
+
+    @property
+    def env(self) -> str:
+        return "PYTEST_VLLM_" + self.name.upper()
+
+
+OPTIONS = (
+    Option("url", "Base URL of a running vLLM server to test (default: launch one).", "URL", _url),
+    Option("api_key", "API key the server expects (never printed).", "KEY", secret=True),
+    Option(
+        "model",
+        "With --vllm-url: the served model to test (default: the first /v1/models lists). "
+        "Otherwise: the model to launch, a hub id or a local directory, as `vllm serve MODEL` "
+        "takes it (default: the embedded tiny fixture models).",
+        "MODEL",
+    ),
+    Option("launcher", f"How to launch a server: {' or '.join(LAUNCHERS)}.", "NAME", _launcher, "subprocess"),
+    Option(
+        "command",
+        "Command that starts vLLM, e.g. 'vllm serve' or "
+        "'python -m vllm.entrypoints.openai.api_server' (default: whichever is installed).",
+        "CMD",
+    ),
+    Option("serve_arg", "Extra argument for the launched server (repeatable).", "ARG", repeatable=True),
+    Option("startup_timeout", "Seconds to wait for a launched server to be ready.", "S", _positive, 900.0),
+    Option("request_timeout", "Seconds before any single request gives up.", "S", _positive, 120.0),
+    Option(
+        "capability",
+        "Override a detected capability, NAME=yes|no (repeatable).",
+        "NAME=yes|no",
+        _capability,
+        repeatable=True,
+    ),
+    Option("report", "Write one JSON record per check to this file.", "PATH"),
+)
+
+
+@dataclass
+class Settings:
+    """The resolved option values, and where each one came from."""
+
+    values: dict[str, Any]
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def describe(self) -> list[str]:
+        """`name = value (source)` lines for the report header, secrets masked."""
+        lines = []
+        for option in OPTIONS:
+            value = self.values[option.name]
+            if value in (None, ()):
+                continue
+            shown = "***" if option.secret else value
+            if option.repeatable:
+                shown = " ".join(str(v) for v in value)
+            lines.append(f"{option.flag}={shown} ({self.sources[option.name]})")
+        return lines
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("vllm", "vLLM conformance (pytest-vllm)")
+    for option in OPTIONS:
+        group.addoption(
+            option.flag,
+            action="append" if option.repeatable else "store",
+            dest="vllm_" + option.name,
+            default=None,
+            metavar=option.metavar,
+            help=f"{option.help} [env {option.env}, ini {option.ini}]",
+        )
+        parser.addini(option.ini, option.help, type="args" if option.repeatable else "string")
+
+
+def resolve(config: pytest.Config) -> Settings:
+    """Resolve every option once; a bad value is a UsageError naming what is valid."""
+    settings = Settings({})
+    for option in OPTIONS:
+        raw, source = _raw(config, option)
+        try:
+            if option.repeatable:
+                value = tuple(option.parse(item) for item in raw or ())
+            else:
+                value = option.default if raw is None else option.parse(raw)
+        except ValueError as error:
+            raise pytest.UsageError(f"{option.flag} ({source}): {error}") from None
+        settings.values[option.name] = value
+        settings.sources[option.name] = source
+    return settings
+
+
+def _raw(config: pytest.Config, option: Option) -> tuple[Any, str]:
+    cli = config.getoption("vllm_" + option.name)
+    if cli is not None:
+        return cli, option.flag
+    env = os.environ.get(option.env)
+    if env is not None:
+        return (shlex.split(env) if option.repeatable else env), f"env {option.env}"
+    ini = config.getini(option.ini)
+    if ini:
+        return ini, f"ini {option.ini}"
+    return None, "default"
