@@ -12,7 +12,7 @@ import base64
 import io
 from typing import TYPE_CHECKING, Callable
 
-import pytest
+from pytest_vllm.outcomes import Unsupported
 
 if TYPE_CHECKING:
     import httpx
@@ -20,10 +20,6 @@ if TYPE_CHECKING:
     from pytest_vllm.launchers import VllmServer
 
 _PROBE_TOKENS = 1
-
-
-class Unsupported(pytest.skip.Exception):
-    """The server lacks a capability a check needs: reported as `unsupported`."""
 
 
 class ProbeError(Exception):

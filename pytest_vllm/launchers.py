@@ -24,12 +24,10 @@ from typing import Protocol
 
 import httpx
 
+from pytest_vllm.outcomes import VllmServerError
+
 LOG_TAIL_LINES = 40
 _POLL_SECONDS = 0.5
-
-
-class VllmServerError(Exception):
-    """A server could not be reached or launched; the message says what, why and what to do."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import pytest
 
 from pytest_vllm import settings as _settings
-from pytest_vllm.capabilities import Unsupported
+from pytest_vllm.outcomes import Unsupported, VllmServerError
 from pytest_vllm.report import ReportPlugin
 from pytest_vllm.session import VllmSession, new_shared_dir
 
@@ -73,8 +73,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[Any]:
     report = yield
-    if call.excinfo is not None and isinstance(call.excinfo.value, Unsupported):
+    error = call.excinfo.value if call.excinfo is not None else None
+    if isinstance(error, Unsupported):
         report.vllm_unsupported = True
+    elif isinstance(error, VllmServerError):
+        report.longrepr = str(error)  # the message says it all: no traceback
     elif report.failed:
         _explain_failure(item, report)
     return report
@@ -111,10 +114,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     session.config.stash[SESSION].close()
 
 
-def _fail_clearly(error: Exception, request: pytest.FixtureRequest) -> None:
-    """One clear message for a server that cannot be had, and stop the run."""
-    request.session.shouldstop = "no vLLM server to test"
-    pytest.fail(str(error), pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -126,13 +125,11 @@ def vllm(request: pytest.FixtureRequest) -> VllmSession:
 @pytest.fixture(scope="session")
 def vllm_server(vllm: VllmSession, request: pytest.FixtureRequest) -> VllmServer:
     """The server under test, ready: the one at --vllm-url, or launched for this run."""
-    from pytest_vllm.launchers import VllmServerError
-
     try:
-        server = vllm.main_server()
-    except VllmServerError as error:
-        _fail_clearly(error, request)
-    return server
+        return vllm.main_server()
+    except VllmServerError:
+        request.session.shouldstop = "no vLLM server to test"
+        raise
 
 
 @pytest.fixture(autouse=True)

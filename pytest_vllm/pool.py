@@ -13,12 +13,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from pytest_vllm.launchers import (
-    Launcher,
-    ServerSpec,
-    VllmServer,
-    VllmServerError,
-)
+from pytest_vllm.launchers import Launcher, ServerSpec, VllmServer
+from pytest_vllm.outcomes import VllmServerError
 
 
 class ServerPool:

@@ -85,8 +85,11 @@ class ReportPlugin:
         write = terminalreporter.write_line
         terminalreporter.section("vllm conformance")
         for server in self._servers():
-            write(f"server: {server['model']} at {server['url']} (vLLM {server['version']}, "
-                  f"{server['launched_by']})")
+            if "error" in server:
+                write(f"server: {server['url']}: not available")
+            else:
+                write(f"server: {server['model']} at {server['url']} "
+                      f"(vLLM {server['version']}, {server['launched_by']})")
         for line in self.summary_lines():
             write(line)
         path = self.vllm.settings.report

@@ -14,7 +14,7 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_vllm.capabilities import Unsupported
+from pytest_vllm.outcomes import Unsupported, VllmServerError
 from pytest_vllm.exchanges import Recorder
 from pytest_vllm.settings import Settings
 
@@ -51,7 +51,7 @@ class VllmSession:
         self.recorder = Recorder()
         self.overrides = dict(settings.capability)
         self._pool: ServerPool | None = None
-        self._remote: VllmServer | None = None
+        self._remote: VllmServer | Exception | None = None
         self._clients: weakref.WeakKeyDictionary[Any, VllmServer] = weakref.WeakKeyDictionary()
         self._probe_clients: dict[str, httpx.Client] = {}
 
@@ -80,7 +80,12 @@ class VllmSession:
             from pytest_vllm.launchers import connect
 
             s = self.settings
-            self._remote = connect(s.url, s.api_key, s.model, s.request_timeout)
+            try:
+                self._remote = connect(s.url, s.api_key, s.model, s.request_timeout)
+            except VllmServerError as error:
+                self._remote = error
+        if isinstance(self._remote, Exception):
+            raise self._remote
         return self._remote
 
     def server_with(self, capability: str) -> VllmServer:
@@ -201,8 +206,6 @@ class VllmSession:
         """What the report says of the servers tested: the remote one, or those launched."""
         if self.settings.url is None:
             return [server.describe() for server in self.pool.launched()] if self.shared_dir.exists() else []
-        from pytest_vllm.launchers import VllmServerError
-
         try:
             return [self.main_server().describe()]
         except VllmServerError as error:

@@ -1,0 +1,11 @@
+"""The plugin's exceptions: how a check ends other than by an assert."""
+
+import pytest
+
+
+class Unsupported(pytest.skip.Exception):
+    """The server lacks a capability a check needs: reported as `unsupported`, not skipped."""
+
+
+class VllmServerError(Exception):
+    """A server could not be reached or launched; the message says what, why and what to do."""

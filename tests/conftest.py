@@ -1,0 +1,33 @@
+import os
+import shlex
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+FAKE_VLLM = Path(__file__).with_name("fake_vllm.py")
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inner pytest runs see no PYTEST_VLLM_* settings from the outer environment."""
+    for name in list(os.environ):
+        if name.startswith(("PYTEST_VLLM_", "FAKE_VLLM_")):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def fake_command() -> str:
+    """A --vllm-command that starts the fake server instead of vLLM."""
+    return shlex.join([sys.executable, str(FAKE_VLLM)])
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"

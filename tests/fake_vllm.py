@@ -1,0 +1,70 @@
+"""A stand-in for `vllm serve`, only to drive the plugin's own failure paths in tests/.
+
+Takes the launcher's arguments (`--model M --served-model-name N --host H --port P ...`)
+and behaves as FAKE_VLLM_MODE says:
+  ok       serves /health, /version, /v1/models (and 401 without VLLM_API_KEY's key)
+  crash    prints an error and exits 1 at once
+  hang     never answers
+  die      serves, then exits when any /v1/ path other than /v1/models is requested
+Each start appends a line to $FAKE_VLLM_STARTS, if set, so tests can count launches.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model", nargs="?")
+    parser.add_argument("--model", dest="model_flag")
+    parser.add_argument("--served-model-name")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args, _ = parser.parse_known_args()
+    mode = os.environ.get("FAKE_VLLM_MODE", "ok")
+    if os.environ.get("FAKE_VLLM_STARTS"):
+        with open(os.environ["FAKE_VLLM_STARTS"], "a") as starts:
+            starts.write(f"{os.getpid()}\n")
+    print(f"fake vllm starting in mode {mode}", flush=True)
+    if mode == "crash":
+        print("ValueError: No supported config format found in /broken/model", flush=True)
+        sys.exit(1)
+    if mode == "hang":
+        time.sleep(3600)
+    name = args.served_model_name or args.model_flag or args.model
+    key = os.environ.get("VLLM_API_KEY")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path.startswith("/v1") and key and self.headers.get("Authorization") != f"Bearer {key}":
+                return self.reply(401, {"error": "Unauthorized"})
+            if self.path == "/health":
+                return self.reply(200, None)
+            if self.path == "/version":
+                return self.reply(200, {"version": "0.0.0-fake"})
+            if self.path == "/v1/models":
+                return self.reply(200, {"object": "list", "data": [{"id": name, "object": "model"}]})
+            if mode == "die":
+                os._exit(3)
+            self.reply(404, {"detail": "Not Found"})
+
+        def reply(self, status: int, body: object) -> None:
+            data = b"" if body is None else json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: object) -> None:
+            print(f"fake vllm: {self.requestline}", flush=True)
+
+    ThreadingHTTPServer((args.host, args.port), Handler).serve_forever()
+
+
+if __name__ == "__main__":
+    main()

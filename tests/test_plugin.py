@@ -1,0 +1,281 @@
+"""The plugin's own behaviour, driven through pytester (options, header, errors, reports, xdist).
+
+Servers here are the fake in fake_vllm.py: these tests are about the plugin, not vLLM.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import pid_alive
+
+USES_SERVER = """
+def test_uses_server(vllm_server, vllm_http):
+    assert vllm_http.get("/health").status_code == 200
+"""
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_option_precedence_cli_over_env_over_ini(pytester, monkeypatch):
+    pytester.makeini("[pytest]\nvllm_request_timeout = 7\nvllm_startup_timeout = 8\nvllm_model = ini-model\n")
+    monkeypatch.setenv("PYTEST_VLLM_STARTUP_TIMEOUT", "9")
+    monkeypatch.setenv("PYTEST_VLLM_MODEL", "env-model")
+    result = pytester.runpytest("--vllm-model", "cli-model", "--collect-only")
+    result.stdout.fnmatch_lines([
+        "vllm: launches vLLM*; model cli-model",
+        "vllm: --vllm-model=cli-model (--vllm-model)",
+        "vllm: --vllm-launcher=subprocess (default)",
+        "vllm: --vllm-startup-timeout=9.0 (env PYTEST_VLLM_STARTUP_TIMEOUT)",
+        "vllm: --vllm-request-timeout=7.0 (ini vllm_request_timeout)",
+    ])
+
+
+def test_repeatable_options_from_cli_and_env(pytester, monkeypatch):
+    monkeypatch.setenv("PYTEST_VLLM_SERVE_ARG", "--dtype float32")
+    result = pytester.runpytest("--collect-only")
+    result.stdout.fnmatch_lines(["vllm: --vllm-serve-arg=--dtype float32 (env PYTEST_VLLM_SERVE_ARG)"])
+    result = pytester.runpytest("--collect-only", "--vllm-serve-arg=--enforce-eager", "--vllm-serve-arg=-O0")
+    result.stdout.fnmatch_lines(["vllm: --vllm-serve-arg=--enforce-eager -O0 (--vllm-serve-arg)"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--vllm-launcher", "kubernetes"], "*--vllm-launcher (--vllm-launcher): valid launchers: subprocess*"),
+        (["--vllm-startup-timeout", "-3"], "*--vllm-startup-timeout*expected a positive number of seconds*"),
+        (["--vllm-request-timeout", "soon"], "*--vllm-request-timeout*expected a positive number of seconds*"),
+        (["--vllm-url", "localhost:8000"], "*--vllm-url*expected an http(s) URL such as http://localhost:8000*"),
+        (["--vllm-url", "http://u:p@host:1"], "*put credentials in --vllm-api-key, not in the URL*"),
+        (["--vllm-capability", "telepathy=yes"], "*NAME=yes|no with NAME one of: completions, chat*"),
+    ],
+    ids=["launcher", "startup-timeout", "request-timeout", "url-scheme", "url-credentials", "capability"],
+)
+def test_bad_option_values_are_usage_errors(pytester, args, message):
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+    assert "Traceback" not in result.stderr.str()
+
+
+def test_bad_env_value_names_the_env_var(pytester, monkeypatch):
+    monkeypatch.setenv("PYTEST_VLLM_LAUNCHER", "k8s")
+    result = pytester.runpytest()
+    result.stderr.fnmatch_lines(["*--vllm-launcher (env PYTEST_VLLM_LAUNCHER): valid launchers*"])
+
+
+def test_unreachable_url_is_one_clear_error_and_stops(pytester):
+    pytester.makepyfile(test_a=USES_SERVER, test_b=USES_SERVER)
+    url = f"http://127.0.0.1:{closed_port()}"
+    result = pytester.runpytest("--vllm-url", url, "--vllm-request-timeout", "3")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([f"*Cannot reach a vLLM server at {url}*--vllm-url is right*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+@pytest.fixture
+def fake_server(fake_command, tmp_path):
+    """A running fake server with an API key, for the remote (--vllm-url) path."""
+    port = closed_port()
+    env = {**os.environ, "VLLM_API_KEY": "sekrit-key-123"}
+    process = subprocess.Popen(
+        [sys.executable, fake_command.split()[-1], "--model", "served-a", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield url
+    process.kill()
+    process.wait()
+
+
+@pytest.mark.parametrize("key", [None, "wrong-key"], ids=["no-key", "wrong-key"])
+def test_bad_key_says_401_and_how_to_pass_the_key(pytester, fake_server, key):
+    pytester.makepyfile(USES_SERVER)
+    args = ["--vllm-url", fake_server] + (["--vllm-api-key", key] if key else [])
+    result = pytester.runpytest(*args)
+    result.assert_outcomes(errors=1)
+    hint = "the key given was rejected" if key else "no key was given"
+    result.stdout.fnmatch_lines([f"*answered 401 Unauthorized ({hint})*--vllm-api-key*"])
+
+
+def test_model_not_served_lists_the_served_ids(pytester, fake_server):
+    pytester.makepyfile(USES_SERVER)
+    result = pytester.runpytest("--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123",
+                                "--vllm-model", "other")
+    result.stdout.fnmatch_lines(["*does not serve model 'other'. It serves: served-a*"])
+
+
+def test_key_never_appears_in_output_or_report(pytester, fake_server):
+    pytester.makepyfile(USES_SERVER + "\ndef test_fails(vllm_http):\n    vllm_http.get('/v1/models')\n    assert 0\n")
+    report = pytester.path / "report.json"
+    result = pytester.runpytest("--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123",
+                                "--vllm-report", str(report), "-rA")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["vllm: --vllm-api-key=*** (--vllm-api-key)", "*$VLLM_API_KEY*"])
+    assert "sekrit-key-123" not in result.stdout.str() + result.stderr.str()
+    assert "sekrit-key-123" not in report.read_text()
+
+
+def test_failure_shows_requests_and_curl(pytester, fake_server):
+    pytester.makepyfile("def test_fails(vllm_http):\n    vllm_http.get('/v1/models')\n    assert 0\n")
+    result = pytester.runpytest("--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123")
+    result.stdout.fnmatch_lines([
+        "*- vllm requests -*",
+        f"> GET {fake_server}/v1/models",
+        "< 200",
+        f"repeat: curl -sS -X GET {fake_server}/v1/models -H \"Authorization: Bearer $VLLM_API_KEY\"",
+    ])
+
+
+def test_unsupported_is_its_own_outcome_and_in_the_report(pytester, fake_server):
+    pytester.makepyfile("""
+        import pytest
+
+        @pytest.mark.vllm_requires("tools")
+        def test_tools(vllm_server):
+            assert False, "never runs"
+
+        def test_plain(vllm_server):
+            pass
+    """)
+    report = pytester.path / "report.json"
+    result = pytester.runpytest("--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123",
+                                "--vllm-capability", "tools=no", "--vllm-report", str(report))
+    result.stdout.fnmatch_lines(["*1 passed, 1 unsupported*"])
+    checks = {c["nodeid"].split("::")[1]: c for c in json.loads(report.read_text())["checks"]}
+    assert checks["test_tools"]["outcome"] == "unsupported"
+    assert "lacks 'tools'" in checks["test_tools"]["message"]
+    assert checks["test_plain"]["outcome"] == "passed"
+
+
+def test_report_records_checks_server_and_areas(pytester, fake_server):
+    pytester.makepyfile(test_models=USES_SERVER + "\ndef test_bad():\n    assert 1 == 2\n")
+    report = pytester.path / "out" / "report.json"
+    result = pytester.runpytest("--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123",
+                                "--vllm-report", str(report))
+    result.stdout.fnmatch_lines(["*vllm conformance*", "server: served-a at *0.0.0-fake*remote*",
+                                 "models *1 *1 *0 *0 *0", f"results: {report}"])
+    data = json.loads(report.read_text())
+    assert data["servers"] == [{
+        "url": fake_server, "model": "served-a", "models": ["served-a"], "version": "0.0.0-fake",
+        "launched_by": "remote", "launch_args": [],
+    }]
+    outcomes = {c["nodeid"]: (c["area"], c["outcome"]) for c in data["checks"]}
+    assert outcomes == {"test_models.py::test_uses_server": ("models", "passed"),
+                        "test_models.py::test_bad": ("models", "failed")}
+
+
+def launch_args(fake_command, *extra):
+    return ["--vllm-command", fake_command, "--vllm-model", "fake-model", "--vllm-startup-timeout", "30", *extra]
+
+
+def test_launched_server_log_goes_to_failing_tests_only(pytester, fake_command):
+    pytester.makepyfile(USES_SERVER + "\ndef test_fails(vllm_server):\n    assert False\n")
+    result = pytester.runpytest_subprocess(*launch_args(fake_command), "-rA")
+    result.assert_outcomes(passed=1, failed=1)
+    output = result.stdout.str()
+    assert output.count("vllm server log (fake-model)") == 1
+    result.stdout.fnmatch_lines(["*_ test_fails _*", "*- vllm server log (fake-model) -*",
+                                 "fake vllm starting in mode ok"])
+
+
+def test_crashing_server_fails_fast_with_its_log(pytester, fake_command, monkeypatch):
+    monkeypatch.setenv("FAKE_VLLM_MODE", "crash")
+    pytester.makepyfile(test_a=USES_SERVER, test_b=USES_SERVER)
+    started = time.monotonic()
+    result = pytester.runpytest_subprocess(*launch_args(fake_command, "--vllm-startup-timeout", "300"))
+    assert time.monotonic() - started < 30, "a crash must not wait for the startup timeout"
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([
+        "*vLLM exited with code 1 before it was ready*",
+        "*ValueError: No supported config format found in /broken/model*",
+    ])
+
+
+def test_hanging_server_times_out_with_a_hint(pytester, fake_command, monkeypatch):
+    monkeypatch.setenv("FAKE_VLLM_MODE", "hang")
+    pytester.makepyfile(USES_SERVER)
+    result = pytester.runpytest_subprocess(*launch_args(fake_command, "--vllm-startup-timeout", "2"))
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*vLLM was not ready after 2 s*Raise --vllm-startup-timeout*"])
+
+
+def test_server_dying_mid_run_stops_the_run_with_a_clear_reason(pytester, fake_command, monkeypatch):
+    monkeypatch.setenv("FAKE_VLLM_MODE", "die")
+    pytester.makepyfile("""
+        def test_1_kills_it(vllm_http):
+            vllm_http.get("/v1/die")
+
+        def test_2_never_runs(vllm_server):
+            pass
+    """)
+    result = pytester.runpytest_subprocess(*launch_args(fake_command, "--vllm-request-timeout", "5"))
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*the vLLM server http://127.0.0.1:* (fake-model) died during the run*"])
+
+
+def test_xdist_workers_share_one_launched_server(pytester, fake_command, monkeypatch, tmp_path):
+    starts = tmp_path / "starts"
+    monkeypatch.setenv("FAKE_VLLM_STARTS", str(starts))
+    pytester.makepyfile(**{f"test_{i}": USES_SERVER for i in range(4)})
+    result = pytester.runpytest_subprocess(*launch_args(fake_command), "-n", "2")
+    result.assert_outcomes(passed=4)
+    pids = [int(line) for line in starts.read_text().split()]
+    assert len(pids) == 1, f"{len(pids)} servers launched for 2 workers"
+    assert not pid_alive(pids[0]), "the server outlived the run"
+
+
+def test_distinct_configurations_launch_once_each(pytester, fake_command, monkeypatch, tmp_path):
+    starts = tmp_path / "starts"
+    monkeypatch.setenv("FAKE_VLLM_STARTS", str(starts))
+    pytester.makepyfile("""
+        def test_keyed(vllm):
+            a = vllm.launch(api_key="k1")
+            b = vllm.launch(api_key="k1")
+            c = vllm.launch(serve_args=("--x",))
+            assert a.base_url == b.base_url != c.base_url
+    """)
+    result = pytester.runpytest_subprocess(*launch_args(fake_command))
+    result.assert_outcomes(passed=1)
+    assert len(starts.read_text().split()) == 2
+
+
+def test_ctrl_c_leaves_no_server_behind(pytester, fake_command, monkeypatch, tmp_path):
+    starts = tmp_path / "starts"
+    monkeypatch.setenv("FAKE_VLLM_STARTS", str(starts))
+    pytester.makepyfile("""
+        import time
+
+        def test_waits(vllm_server):
+            print("READY", flush=True)
+            time.sleep(60)
+    """)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-s", "-p", "no:cacheprovider", *launch_args(fake_command)],
+        cwd=pytester.path, stdout=subprocess.PIPE, text=True,
+    )
+    for line in process.stdout:
+        if "READY" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=60)[0]
+    assert "KeyboardInterrupt" in output
+    pid = int(starts.read_text().split()[0])
+    assert not pid_alive(pid), "Ctrl-C left the server running"
