@@ -64,6 +64,7 @@ class VllmServer:
     api_key: str | None = field(default=None, repr=False)
     log_path: str | None = None
     pid: int | None = None
+    startup_seconds: float | None = None
     capabilities: dict[str, bool] = field(default_factory=dict, repr=False)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
@@ -91,6 +92,7 @@ class VllmServer:
             "version": self.version,
             "launched_by": self.launched_by,
             "launch_args": self.launch_args,
+            "startup_seconds": self.startup_seconds,
         }
 
     def to_json(self) -> str:
@@ -203,6 +205,7 @@ class SubprocessLauncher:
                 "--seed", "0", *spec.serve_args]
 
     def start(self, spec: ServerSpec, workdir: Path, timeout: float) -> VllmServer:
+        started = time.monotonic()
         port = free_port()
         argv = self.argv(spec, port)
         log_path = workdir / f"vllm-{spec.key}.log"
@@ -230,6 +233,7 @@ class SubprocessLauncher:
         except BaseException:
             self.stop(server)
             raise
+        server.startup_seconds = round(time.monotonic() - started, 1)
         return server
 
     def _wait_ready(self, server: VllmServer, process: subprocess.Popen, timeout: float) -> None:

@@ -88,8 +88,9 @@ class ReportPlugin:
             if "error" in server:
                 write(f"server: {server['url']}: not available")
             else:
+                ready = f", ready in {server['startup_seconds']} s" if server.get("startup_seconds") else ""
                 write(f"server: {server['model']} at {server['url']} "
-                      f"(vLLM {server['version']}, {server['launched_by']})")
+                      f"(vLLM {server['version']}, {server['launched_by']}{ready})")
         for line in self.summary_lines():
             write(line)
         path = self.vllm.settings.report

@@ -1,0 +1,63 @@
+"""The subprocess launcher against real vLLM on this machine's CPU."""
+
+import importlib.util
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from pytest_vllm import fixture_models
+from pytest_vllm.launchers import ServerSpec, SubprocessLauncher
+from pytest_vllm.outcomes import VllmServerError
+from pytest_vllm.session import EMBEDDED_ENV
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is None, reason="vLLM is not installed in this environment"
+)
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live processes in process group `pgid`."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
+
+
+def test_start_serve_and_stop_leaves_no_process(tmp_path):
+    model = fixture_models.build("tiny-chat")
+    spec = ServerSpec(str(model), "tiny-chat", tuple(fixture_models.serve_args("tiny-chat", model)), EMBEDDED_ENV)
+    launcher = SubprocessLauncher(None, request_timeout=60)
+    server = launcher.start(spec, tmp_path, timeout=900)
+    try:
+        assert server.model in server.models and server.version != "unknown"
+        assert group_members(server.pid), "vLLM runs in its own process group"
+        body = {"model": server.model, "prompt": "Hello", "max_tokens": 3}
+        response = httpx.post(f"{server.base_url}/v1/completions", json=body, timeout=60)
+        assert response.status_code == 200, response.text
+    finally:
+        launcher.stop(server)
+    assert group_members(server.pid) == [], "processes of the server outlived stop()"
+    assert not server.is_alive()
+
+
+def test_broken_model_directory_fails_fast_with_vllms_own_error(tmp_path):
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": "oops"}))
+    launcher = SubprocessLauncher(None, request_timeout=60)
+    started = time.monotonic()
+    with pytest.raises(VllmServerError) as error:
+        launcher.start(ServerSpec(str(broken), env=(("HF_HUB_OFFLINE", "1"),)), tmp_path, timeout=900)
+    elapsed = time.monotonic() - started
+    assert elapsed < 180, f"took {elapsed:.0f} s: a dead process must fail at once, not at the timeout"
+    message = str(error.value)
+    assert "vLLM exited with code" in message
+    assert "hidden_size" in message, "the message carries vLLM's own error from its log"
