@@ -23,8 +23,25 @@ def _registry() -> Any:
     from referencing.jsonschema import DRAFT202012
 
     text = resources.files(SPEC[0]).joinpath(SPEC[1]).read_text()
-    document = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    document = _nullable_to_json_schema(yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
     return Registry().with_resource(_URI, Resource(document, specification=DRAFT202012))
+
+
+def _nullable_to_json_schema(node: Any) -> Any:
+    """Rewrite OpenAPI 3.0's `nullable: true` (still used in OpenAI's 3.1 document) as JSON Schema."""
+    if isinstance(node, list):
+        return [_nullable_to_json_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {key: _nullable_to_json_schema(value) for key, value in node.items()}
+    if node.pop("nullable", False) is True:
+        if isinstance(node.get("type"), str):
+            node["type"] = [node["type"], "null"]
+            if "enum" in node:
+                node["enum"] = [*node["enum"], None]
+        elif node:
+            node = {"anyOf": [node, {"type": "null"}]}
+    return node
 
 
 @functools.cache
@@ -38,12 +55,20 @@ def _validator(schema: str) -> Any:
 
 
 def problems(instance: Any, schema: str) -> list[str]:
-    """Each way `instance` breaks OpenAI's `schema`, as `/json/pointer: message`."""
-    errors = sorted(_validator(schema).iter_errors(instance), key=lambda e: list(map(str, e.path)))
-    return [
-        f"/{'/'.join(map(str, error.absolute_path))}: {error.message[:300]}"
-        for error in errors
-    ]
+    """Each way `instance` breaks OpenAI's `schema`, as `/json/pointer: message`.
+
+    Where a value matches none of a schema's alternatives (anyOf/oneOf), the reason shown
+    is the alternative's own error that went deepest, not the whole value.
+    """
+    from jsonschema.exceptions import best_match
+
+    found = []
+    for error in _validator(schema).iter_errors(instance):
+        while error.context:
+            not_null = [e for e in error.context if e.schema != {"type": "null"}]
+            error = best_match(not_null or error.context)
+        found.append(f"/{'/'.join(map(str, error.absolute_path))}: {error.message[:300]}")
+    return sorted(set(found))
 
 
 def validate(instance: Any, schema: str) -> None:

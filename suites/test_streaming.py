@@ -1,0 +1,205 @@
+"""Streaming (`stream: true`) of /v1/completions and /v1/chat/completions, read on the wire.
+
+SSE framing and `[DONE]`, chunk identity (`id`, `created`), the role in the first chat delta,
+one finish_reason per choice with n > 1 interleaved, `stream_options` usage (final chunk or
+continuous), and parity: a greedy or seeded stream joined back equals the non-streamed answer
+(text, finish_reason, usage, logprobs). Response shapes are checked against OpenAI's schema in test_schema.py.
+"""
+
+import math
+
+import pytest
+
+from pytest_vllm.sse import choice_chunks, join_choices, read_stream
+
+TOKENS = 6
+SEEDED = {"temperature": 1, "seed": 1234}
+ENDPOINTS = {
+    "completions": {
+        "path": "/v1/completions",
+        "input": {"prompt": "The quick brown fox"},
+        "object": "text_completion",
+        "logprobs": {"logprobs": 2},
+    },
+    "chat": {
+        "path": "/v1/chat/completions",
+        "input": {"messages": [{"role": "user", "content": "Name three colours."}]},
+        "object": "chat.completion.chunk",
+        "logprobs": {"logprobs": True, "top_logprobs": 2},
+    },
+}
+
+
+@pytest.fixture(params=[pytest.param(name, marks=pytest.mark.vllm_requires(name)) for name in ENDPOINTS])
+def endpoint(request):
+    """The endpoint under test (completions or chat), as its entry in ENDPOINTS."""
+    return ENDPOINTS[request.param]
+
+
+@pytest.fixture
+def generate(vllm_http, vllm_server, endpoint):
+    """`generate(stream=..., **params)`: the chunks of a stream (framing checked) or the JSON body."""
+
+    def send(stream, **params):
+        body = {
+            "model": vllm_server.model,
+            **endpoint["input"],
+            "max_tokens": TOKENS,
+            "temperature": 0,
+            "ignore_eos": True,
+            **params,
+            "stream": stream,
+        }
+        if stream:
+            with vllm_http.stream("POST", endpoint["path"], json=body) as response:
+                return read_stream(response)
+        response = vllm_http.post(endpoint["path"], json=body)
+        assert response.status_code == 200, f"answered {response.status_code}: {response.text[:500]}"
+        return response.json()
+
+    return send
+
+
+
+def test_chunks_share_id_created_and_object(generate, endpoint, vllm_server):
+    chunks = generate(stream=True)
+    identity = {(chunk["id"], chunk["created"], chunk["model"], chunk["object"]) for chunk in chunks}
+    expected_object = endpoint["object"]
+    assert len(identity) == 1, (
+        f"every chunk of one stream carries the same id and created (OpenAI: 'Each chunk has the same "
+        f"ID/timestamp'), model and object: {sorted(identity)}"
+    )
+    [(_, _, model, kind)] = identity
+    assert (model, kind) == (vllm_server.model, expected_object), (
+        f"chunks name the model {vllm_server.model!r} and object {expected_object!r}: got {model!r}, {kind!r}"
+    )
+    assert all(chunk.get("usage") is None for chunk in chunks), (
+        "without stream_options.include_usage no chunk carries usage (OpenAI's stream_options): "
+        f"{[chunk['usage'] for chunk in chunks if chunk.get('usage') is not None][:2]}"
+    )
+
+
+@pytest.mark.parametrize("n", [1, 3], ids=["n=1", "n=3"])
+def test_each_choice_streams_and_finishes_once(generate, endpoint, n):
+    sampling = SEEDED if n > 1 else {}
+    chunks = generate(stream=True, n=n, **sampling)
+    by_index = choice_chunks(chunks)
+    assert sorted(by_index) == list(range(n)), f"n={n}: each index 0..{n - 1} gets chunks: {sorted(by_index)}"
+    for index, parts in by_index.items():
+        reasons = [part.get("finish_reason") for part in parts]
+        assert [reason for reason in reasons if reason is not None] == ["length"] and reasons[-1] == "length", (
+            f"choice {index} ends exactly once, on its last chunk, with finish_reason 'length' "
+            f"(ignore_eos, max_tokens={TOKENS}): finish_reasons in order {reasons}"
+        )
+
+
+@pytest.mark.vllm_requires("chat")
+@pytest.mark.parametrize("n", [1, 2], ids=["n=1", "n=2"])
+def test_chat_role_comes_in_the_first_delta(vllm_http, vllm_server, n):
+    endpoint = ENDPOINTS["chat"]
+    body = {"model": vllm_server.model, **endpoint["input"], "max_tokens": TOKENS, "n": n, **SEEDED, "stream": True}
+    with vllm_http.stream("POST", endpoint["path"], json=body) as response:
+        chunks = read_stream(response)
+    for index, parts in choice_chunks(chunks).items():
+        roles = [part["delta"].get("role") for part in parts]
+        assert roles[0] == "assistant" and not any(roles[1:]), (
+            f"choice {index}: the first delta names the role 'assistant', later deltas don't: roles {roles}"
+        )
+
+
+def test_include_usage_adds_one_final_usage_chunk(generate, endpoint):
+    chunks = generate(stream=True, stream_options={"include_usage": True})
+    *earlier, last = chunks
+    assert last["choices"] == [] and last.get("usage"), (
+        f"with include_usage the last chunk before [DONE] has choices [] and the usage: {last}"
+    )
+    wrong = [chunk for chunk in earlier if chunk.get("usage") is not None or not chunk["choices"]]
+    assert not wrong, (
+        "only the final chunk carries usage and empty choices (usage is null before it, OpenAI's "
+        f"stream_options.include_usage): {wrong[:2]}"
+    )
+    usage = last["usage"]
+    assert usage["completion_tokens"] == TOKENS and usage["total_tokens"] == usage["prompt_tokens"] + TOKENS, (
+        f"usage counts {TOKENS} completion tokens (ignore_eos) and total = prompt + completion: {usage}"
+    )
+
+
+def test_continuous_usage_stats_count_up(generate, endpoint):
+    chunks = generate(stream=True, stream_options={"include_usage": True, "continuous_usage_stats": True})
+    usages = [chunk.get("usage") for chunk in chunks]
+    assert all(usages), f"continuous_usage_stats puts usage on every chunk (vLLM's stream_options): {usages}"
+    completion = [usage["completion_tokens"] for usage in usages]
+    assert completion == sorted(completion) and completion[-1] == TOKENS, (
+        f"completion_tokens never decreases along the stream and ends at {TOKENS}: {completion}"
+    )
+    assert len({usage["prompt_tokens"] for usage in usages}) == 1 and all(
+        usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] for usage in usages
+    ), f"prompt_tokens is constant and total = prompt + completion on every chunk: {usages}"
+
+
+def _counts(usage):
+    return {key: usage[key] for key in ("prompt_tokens", "completion_tokens", "total_tokens")}
+
+
+def _choice(choice):
+    """The parts of a non-streamed choice a joined stream must reproduce (logprobs aside)."""
+    if "message" in choice:
+        message = {key: choice["message"][key] for key in ("role", "content")}
+        return {"message": message, "finish_reason": choice["finish_reason"]}
+    return {"text": choice["text"], "finish_reason": choice["finish_reason"]}
+
+
+@pytest.mark.parametrize("sampling", [{"temperature": 0}, SEEDED], ids=["greedy", "seeded"])
+def test_stream_joins_to_the_non_streamed_answer(generate, endpoint, sampling):
+    chunks = generate(stream=True, stream_options={"include_usage": True}, **sampling)
+    whole = generate(stream=False, **sampling)
+    joined = {index: _choice(choice) for index, choice in join_choices(chunks).items()}
+    expected = {choice["index"]: _choice(choice) for choice in whole["choices"]}
+    assert joined == expected, (
+        f"{sampling}: the joined stream must equal the non-streamed answer:\n{joined}\n!=\n{expected}"
+    )
+    assert _counts(chunks[-1]["usage"]) == _counts(whole["usage"]), (
+        f"the stream's usage equals the non-streamed usage: {chunks[-1]['usage']} != {whole['usage']}"
+    )
+
+
+def _logprob_steps(logprobs):
+    """(token, logprob, top alternatives) per generated token, in either API's format."""
+    if "content" in logprobs:
+        return [
+            (entry["token"], entry["logprob"], [(alt["token"], alt["logprob"]) for alt in entry["top_logprobs"]])
+            for entry in logprobs["content"]
+        ]
+    return [
+        (token, value, sorted(top.items()), offset)
+        for token, value, top, offset in zip(
+            logprobs["tokens"], logprobs["token_logprobs"], logprobs["top_logprobs"], logprobs["text_offset"]
+        )
+    ]
+
+
+def _same_steps(streamed, whole):
+    """Equal tokens and offsets; logprobs equal up to float noise from batching (1e-4)."""
+    if len(streamed) != len(whole):
+        return False
+    for a, b in zip(streamed, whole):
+        numbers = [(a[1], b[1]), *((x[1], y[1]) for x, y in zip(a[2], b[2]))]
+        if a[0] != b[0] or a[3:] != b[3:] or [x[0] for x in a[2]] != [y[0] for y in b[2]]:
+            return False
+        if not all(math.isclose(x, y, rel_tol=1e-4, abs_tol=1e-4) for x, y in numbers):
+            return False
+    return True
+
+
+@pytest.mark.vllm_requires("logprobs")
+@pytest.mark.parametrize("sampling", [{"temperature": 0}, SEEDED], ids=["greedy", "seeded"])
+def test_stream_logprobs_join_to_the_non_streamed_logprobs(generate, endpoint, sampling):
+    chunks = generate(stream=True, **endpoint["logprobs"], **sampling)
+    whole = generate(stream=False, **endpoint["logprobs"], **sampling)
+    [streamed] = join_choices(chunks).values()
+    streamed_steps = _logprob_steps(streamed["logprobs"])
+    whole_steps = _logprob_steps(whole["choices"][0]["logprobs"])
+    assert len(whole_steps) == TOKENS and _same_steps(streamed_steps, whole_steps), (
+        f"{sampling}: the streamed logprobs, joined, must equal the non-streamed ones ({TOKENS} tokens):"
+        f"\n{streamed_steps}\n!=\n{whole_steps}"
+    )
