@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import httpx
 
 _BODY_LIMIT = 2000
-_CURL_BODY_LIMIT = 8000
 
 
 @dataclass
@@ -25,16 +24,21 @@ class Exchange:
     request_body: str
     status: int | None = None
     response_body: str = ""
+    response: httpx.Response | None = field(default=None, repr=False)
+
+    def seconds(self) -> float:
+        """How long the exchange took, to the end of the body (0 if it never finished)."""
+        try:
+            return self.response.elapsed.total_seconds() if self.response is not None else 0.0
+        except RuntimeError:  # a stream that was never read to its end
+            return 0.0
 
     def curl(self) -> str:
         """A one-line curl that repeats the request; the key is left as $VLLM_API_KEY."""
         parts = ["curl", "-sS", "-X", self.method, self.url]
         line = shlex.join(parts) + ' -H "Authorization: Bearer $VLLM_API_KEY"'
         if self.request_body:
-            body = self.request_body
-            if len(body) > _CURL_BODY_LIMIT:
-                return line + f" -d @request.json  # body of {len(body)} bytes, shown above"
-            line += " -H 'Content-Type: application/json' -d " + shlex.quote(body)
+            line += " -H 'Content-Type: application/json' -d " + shlex.quote(self.request_body)
         return line
 
     def render(self) -> str:
@@ -52,9 +56,12 @@ class Recorder:
     def __init__(self) -> None:
         self.exchanges: list[Exchange] = []
 
-    def reset(self) -> list[Exchange]:
-        done, self.exchanges = self.exchanges, []
-        return done
+    def reset(self) -> None:
+        self.exchanges = []
+
+    def seconds(self) -> float:
+        """The summed time of this test's requests: the raw cost of what it checked."""
+        return sum(exchange.seconds() for exchange in self.exchanges)
 
     def on_request(self, request: httpx.Request) -> None:
         body = request.content.decode(errors="replace") if _has_content(request) else ""
@@ -77,6 +84,7 @@ class Recorder:
         for exchange in reversed(self.exchanges):
             if exchange.url == str(response.request.url) and exchange.status is None:
                 exchange.status = response.status_code
+                exchange.response = response
                 exchange.response_body = "(an SSE stream)" if _is_stream(response) else response.text
                 return
 

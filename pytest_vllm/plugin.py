@@ -73,6 +73,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[Any]:
     report = yield
+    if report.when == "teardown":
+        report.vllm_request_seconds = item.config.stash[SESSION].recorder.seconds()
     error = call.excinfo.value if call.excinfo is not None else None
     if isinstance(error, Unsupported):
         report.vllm_unsupported = True

@@ -29,6 +29,8 @@ class Record:
     outcome: str
     message: str
     duration: float
+    started: float
+    request_seconds: float = 0.0
 
 
 def area_of(nodeid: str) -> str:
@@ -58,9 +60,10 @@ class ReportPlugin:
         record = self.records.get(report.nodeid)
         if record is None:
             record = self.records[report.nodeid] = Record(
-                report.nodeid, area_of(report.nodeid), outcome, "", 0.0
+                report.nodeid, area_of(report.nodeid), outcome, "", 0.0, report.start
             )
         record.duration += report.duration
+        record.request_seconds += getattr(report, "vllm_request_seconds", 0.0)
         if _RANK[outcome] > _RANK[record.outcome] or (outcome != "passed" and not record.message):
             record.outcome = max(record.outcome, outcome, key=_RANK.__getitem__)
             record.message = _message(report)
