@@ -25,6 +25,7 @@ class Exchange:
     status: int | None = None
     response_body: str = ""
     response: httpx.Response | None = field(default=None, repr=False)
+    authorized: bool = False
 
     def seconds(self) -> float:
         """How long the exchange took, to the end of the body (0 if it never finished)."""
@@ -35,8 +36,9 @@ class Exchange:
 
     def curl(self) -> str:
         """A one-line curl that repeats the request; the key is left as $VLLM_API_KEY."""
-        parts = ["curl", "-sS", "-X", self.method, self.url]
-        line = shlex.join(parts) + ' -H "Authorization: Bearer $VLLM_API_KEY"'
+        line = shlex.join(["curl", "-sS", "-X", self.method, self.url])
+        if self.authorized:
+            line += ' -H "Authorization: Bearer $VLLM_API_KEY"'
         if self.request_body:
             line += " -H 'Content-Type: application/json' -d " + shlex.quote(self.request_body)
         return line
@@ -65,7 +67,8 @@ class Recorder:
 
     def on_request(self, request: httpx.Request) -> None:
         body = request.content.decode(errors="replace") if _has_content(request) else ""
-        self.exchanges.append(Exchange(request.method, str(request.url), body))
+        authorized = "authorization" in request.headers
+        self.exchanges.append(Exchange(request.method, str(request.url), body, authorized=authorized))
 
     def on_response(self, response: httpx.Response) -> None:
         if not _is_stream(response):

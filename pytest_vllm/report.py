@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,7 @@ class Record:
     duration: float
     started: float
     request_seconds: float = 0.0
+    properties: dict = field(default_factory=dict)
 
 
 def area_of(nodeid: str) -> str:
@@ -64,6 +65,7 @@ class ReportPlugin:
             )
         record.duration += report.duration
         record.request_seconds += getattr(report, "vllm_request_seconds", 0.0)
+        record.properties.update((str(k), v) for k, v in report.user_properties)
         if _RANK[outcome] > _RANK[record.outcome] or (outcome != "passed" and not record.message):
             record.outcome = max(record.outcome, outcome, key=_RANK.__getitem__)
             record.message = _message(report)

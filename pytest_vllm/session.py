@@ -33,6 +33,7 @@ EMBEDDED_ENV = (
     ("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "True"),
     ("VLLM_CPU_KVCACHE_SPACE", os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")),
 )
+_SERVER_KEY: Any = object()  # http()'s default: the server's own key
 
 
 def new_shared_dir() -> str:
@@ -165,15 +166,16 @@ class VllmSession:
         )
         return self._track(server, openai.AsyncOpenAI(**self._openai_args(server), http_client=http))
 
-    def http(self, server: VllmServer) -> httpx.Client:
-        """An httpx client on the server's base URL, with its key, for wire-level checks."""
+    def http(self, server: VllmServer, api_key: Any = _SERVER_KEY) -> httpx.Client:
+        """An httpx client on the server's base URL for wire-level checks: with the server's
+        key, or with `api_key` (None for no key at all)."""
         import httpx
 
         from pytest_vllm.launchers import auth_headers
 
         client = httpx.Client(
             base_url=server.base_url,
-            headers=auth_headers(server.api_key),
+            headers=auth_headers(server.api_key if api_key is _SERVER_KEY else api_key),
             timeout=self.settings.request_timeout,
             event_hooks=self.recorder.hooks(),
         )

@@ -1,0 +1,128 @@
+"""Hypothesis strategies for vLLM requests: sampling parameters in and out of range, random bodies.
+
+Valid ranges are where OpenAI's spec and vLLM's `SamplingParams` agree. No strategy ever asks
+for expensive work: the fields that set how much a request generates (`max_tokens`, `n`, ...)
+are either small and valid or invalid (rejected before any generation).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import strategies as st
+
+# Fields whose valid values set the amount of work a request asks for.
+BUDGET_FIELDS = ("max_tokens", "max_completion_tokens", "min_tokens", "n", "best_of")
+
+# (low, high, low is excluded) of each float sampling parameter, where OpenAI and vLLM agree.
+FLOAT_RANGES = {
+    "temperature": (0.0, 2.0, False),
+    "top_p": (0.0, 1.0, True),
+    "min_p": (0.0, 1.0, False),
+    "presence_penalty": (-2.0, 2.0, False),
+    "frequency_penalty": (-2.0, 2.0, False),
+    "repetition_penalty": (0.0, 2.0, True),
+}
+# vLLM's request fields beyond the float ranges, fuzzed with arbitrary values in random bodies.
+OTHER_FIELDS = (
+    "top_k", "seed", "stop", "stop_token_ids", "logit_bias", "logprobs", "top_logprobs",
+    "prompt_logprobs", "echo", "ignore_eos", "skip_special_tokens", "include_stop_str_in_output",
+    "add_special_tokens", "truncate_prompt_tokens", "allowed_token_ids", "bad_words", "suffix",
+    "response_format", "structured_outputs", "tools", "tool_choice", "user", "priority",
+    "add_generation_prompt", "continue_final_message", "chat_template_kwargs", "cache_salt",
+    "return_token_ids", "messages", "prompt", "model",
+)
+_INT64 = 2**63
+
+
+def json_values(*, max_leaves: int = 8) -> st.SearchStrategy[Any]:
+    """Any JSON value: null, booleans, numbers (huge and tiny included), strings, lists, objects."""
+    scalars = st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) \
+        | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12)
+    return st.recursive(
+        scalars,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+        max_leaves=max_leaves,
+    )
+
+
+def stop_strings(*, max_size: int = 3) -> st.SearchStrategy[str | list[str]]:
+    """A valid `stop`: a string or up to 4 strings, from a small alphabet so that they do occur."""
+    text = st.text(alphabet="ae .", min_size=1, max_size=max_size)
+    return text | st.lists(text, min_size=1, max_size=4)
+
+
+@st.composite
+def sampling_params(draw: st.DrawFn, *, max_tokens: int = 8, max_n: int = 2) -> dict[str, Any]:
+    """A valid set of sampling parameters: each field present or not, every value in range.
+
+    `n` > 1 comes with a temperature > 0 (vLLM rejects n > 1 for greedy sampling, which the
+    error suite checks on its own).
+    """
+    params: dict[str, Any] = {"max_tokens": draw(st.integers(min_value=1, max_value=max_tokens))}
+    for name, (low, high, open_low) in FLOAT_RANGES.items():
+        if draw(st.booleans()):
+            params[name] = draw(st.floats(low, high, exclude_min=open_low))
+    optional = {
+        "top_k": st.sampled_from([-1, 0]) | st.integers(min_value=1, max_value=1000),
+        "seed": st.integers(min_value=-_INT64, max_value=_INT64 - 1),
+        "stop": stop_strings(),
+        "n": st.integers(min_value=1, max_value=max_n),
+    }
+    for name, values in optional.items():
+        if draw(st.booleans()):
+            params[name] = draw(values)
+    if params.get("n", 1) > 1:
+        params["temperature"] = draw(st.floats(0.1, 2.0))
+    return params
+
+
+_WRONG_TYPES = st.text(max_size=4) | st.booleans() | st.none() | st.lists(st.integers(), max_size=2)
+
+
+def _rarely_mistyped(draw: st.DrawFn, values: st.SearchStrategy[Any]) -> Any:
+    """A value from `values`, or one in 8 times a value of another JSON type."""
+    return draw(_WRONG_TYPES) if draw(st.integers(0, 7)) == 0 else draw(values)
+
+
+@st.composite
+def _cheap_or_invalid(draw: st.DrawFn, *, max_value: int) -> int:
+    """A budget field's value: mostly small and valid, else one no server accepts (never costly)."""
+    if draw(st.integers(0, 3)):
+        return draw(st.integers(1, max_value))
+    return draw(st.integers(max_value=0) | st.integers(min_value=10**12))
+
+
+@st.composite
+def unchecked_sampling_params(draw: st.DrawFn, *, max_tokens: int = 8) -> dict[str, Any]:
+    """Sampling parameters in range or not, field by field, now and then of the wrong type."""
+    params: dict[str, Any] = {
+        "max_tokens": _rarely_mistyped(draw, _cheap_or_invalid(max_value=max_tokens)),
+    }
+    for name, most in (("n", 2), ("min_tokens", max_tokens)):
+        if draw(st.booleans()):
+            params[name] = _rarely_mistyped(draw, _cheap_or_invalid(max_value=most))
+    numbers = st.floats(allow_nan=False, allow_infinity=False)
+    for name, (low, high, open_low) in FLOAT_RANGES.items():
+        if draw(st.booleans()):
+            params[name] = _rarely_mistyped(draw, st.floats(low, high, exclude_min=open_low) | numbers)
+    integers = st.integers(min_value=-(2**70), max_value=2**70)
+    others = {"top_k": integers, "seed": integers, "stop": stop_strings() | st.lists(st.text(max_size=3))}
+    for name, values in others.items():
+        if draw(st.booleans()):
+            params[name] = _rarely_mistyped(draw, values)
+    return params
+
+
+@st.composite
+def request_bodies(draw: st.DrawFn, *, base: dict[str, Any], max_tokens: int = 8) -> dict[str, Any]:
+    """`base` (a valid request) with random fields added or replaced: vLLM's field names and
+    random keys, with arbitrary JSON values; the budget fields stay small or invalid."""
+    keys = st.sampled_from((*FLOAT_RANGES, *OTHER_FIELDS)) | st.text(max_size=10)
+    fields = draw(st.dictionaries(keys, json_values(), max_size=6))
+    body = {**base, **fields}
+    for name in (*BUDGET_FIELDS, "stream", "stream_options"):
+        body.pop(name, None)
+    body["max_tokens"] = _rarely_mistyped(draw, _cheap_or_invalid(max_value=max_tokens))
+    body["n"] = _rarely_mistyped(draw, _cheap_or_invalid(max_value=2))
+    return body

@@ -1,0 +1,103 @@
+"""Fuzzing the generation routes with Hypothesis: sampling parameters and request bodies.
+
+Valid sampling parameters must be served (200, the asked-for number of choices, the token
+budget and stop strings honoured). Arbitrary values and random JSON bodies must never cause
+a server error: 200 or a 4xx, and the server stays healthy. (Response shapes are checked
+against OpenAI's schema in test_schema.py.)
+"""
+
+import json
+
+import pytest
+from hypothesis import Phase, given, settings
+
+from pytest_vllm import strategies
+
+# No shrinking: every example is a request, and each failure message shows the request.
+FUZZ = settings(max_examples=10, deadline=None, database=None, phases=[Phase.explicit, Phase.generate])
+FUZZ_VALID = settings(FUZZ, max_examples=6)  # these generate tokens
+MAX_TOKENS = 6
+ROUTES = {
+    "completions": ("/v1/completions", {"prompt": "Hello, my name is"}),
+    "chat": ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hello"}]}),
+}
+route = pytest.mark.parametrize(
+    "route",
+    [pytest.param(name, marks=pytest.mark.vllm_requires(name), id=name) for name in ROUTES],
+)
+
+
+def _post(http, path: str, body: dict):
+    """POST `body` as ASCII JSON (lone surrogates escaped, so any drawn text can be sent)."""
+    return http.post(path, content=json.dumps(body), headers={"Content-Type": "application/json"})
+
+
+def _assert_no_server_error(http, response) -> None:
+    sent = response.request.content.decode()[:600]
+    assert response.status_code < 500, (
+        f"a request must be answered 200 or 4xx, never {response.status_code} (a server error); "
+        f"sent {sent}; got {response.text[:400]}"
+    )
+    assert http.get("/health").status_code == 200, f"/health is not 200 after sending {sent}"
+
+
+def _text(choice: dict) -> str:
+    return choice["text"] if "text" in choice else choice["message"]["content"] or ""
+
+
+@route
+def test_valid_sampling_params_are_served(vllm_http, vllm_server, route):
+    path, base = ROUTES[route]
+
+    @FUZZ_VALID
+    @given(params=strategies.sampling_params(max_tokens=MAX_TOKENS, max_n=2))
+    def served(params):
+        response = vllm_http.post(path, json={"model": vllm_server.model, **base, **params})
+        assert response.status_code == 200, (
+            f"every value here is in the range OpenAI's spec and vLLM's SamplingParams allow, so "
+            f"it must be served; sent {params}, got {response.status_code}: {response.text[:400]}"
+        )
+        body = response.json()
+        n = params.get("n", 1)
+        assert sorted(choice["index"] for choice in body["choices"]) == list(range(n)), (
+            f"n={n} asks for choices 0..{n - 1}, got indices {[c['index'] for c in body['choices']]}"
+        )
+        assert body["usage"]["completion_tokens"] <= n * params["max_tokens"], (
+            f"max_tokens={params['max_tokens']} per choice (n={n}) bounds usage.completion_tokens, "
+            f"got {body['usage']}"
+        )
+        stops = [params["stop"]] if isinstance(params.get("stop"), str) else params.get("stop", [])
+        for choice in body["choices"]:
+            found = [stop for stop in stops if stop in _text(choice)]
+            assert not found, (
+                f"generation ends at the first stop string and leaves it out of the text; "
+                f"choice {choice['index']} contains {found}: {_text(choice)!r} (sent {params})"
+            )
+
+    served()
+
+
+@route
+def test_arbitrary_sampling_params_never_cause_a_server_error(vllm_http, vllm_server, route):
+    path, base = ROUTES[route]
+
+    @FUZZ
+    @given(params=strategies.unchecked_sampling_params(max_tokens=MAX_TOKENS))
+    def answered(params):
+        response = _post(vllm_http, path, {"model": vllm_server.model, **base, **params})
+        _assert_no_server_error(vllm_http, response)
+
+    answered()
+
+
+@route
+def test_random_bodies_never_cause_a_server_error(vllm_http, vllm_server, route):
+    path, base = ROUTES[route]
+
+    @FUZZ
+    @given(body=strategies.request_bodies(base={"model": vllm_server.model, **base}, max_tokens=MAX_TOKENS))
+    def answered(body):
+        response = _post(vllm_http, path, body)
+        _assert_no_server_error(vllm_http, response)
+
+    answered()
