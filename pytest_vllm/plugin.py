@@ -87,6 +87,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     error = call.excinfo.value if call.excinfo is not None else None
     if isinstance(error, Unsupported):
         report.vllm_unsupported = True
+        if isinstance(report.longrepr, tuple):  # the reason alone, not the exception's name
+            report.longrepr = (*report.longrepr[:2], error.msg)
     elif isinstance(error, VllmServerError):
         report.longrepr = str(error)  # the message says it all: no traceback
     elif report.failed:

@@ -98,6 +98,9 @@ class ReportPlugin:
                       f"(vLLM {server['version']}, {server['launched_by']}{ready})")
         for line in self.summary_lines():
             write(line)
+        reasons = Counter(r.message for r in self.records.values() if r.outcome == "unsupported")
+        for reason, count in sorted(reasons.items()):
+            write(f"{count} {reason}")
         path = self.vllm.settings.report
         if path:
             self.write(Path(path))
