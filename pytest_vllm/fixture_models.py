@@ -166,7 +166,10 @@ def serve_args(name: str, model_dir: Path) -> list[str]:
     if name == "tiny-vision":
         return common + ["--limit-mm-per-prompt", json.dumps({"image": 2})]
     if name == "minilm-embed":
-        return ["--runner", "pooling", "--max-model-len", "256", "--dtype", "float32"]
+        # MiniLM is not trained for shorter vectors, but declaring it Matryoshka lets the
+        # suites check the `dimensions` field's mechanics (truncate, renormalise).
+        return ["--runner", "pooling", "--max-model-len", "256", "--dtype", "float32",
+                "--hf-overrides", '{"is_matryoshka": true}']
     raise ValueError(f"unknown fixture model {name!r}; choose from {FIXTURE_MODELS}")
 
 

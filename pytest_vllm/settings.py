@@ -111,6 +111,7 @@ class Settings:
 
     values: dict[str, Any]
     sources: dict[str, str] = field(default_factory=dict)
+    given: dict[str, Any] = field(default_factory=dict)  # as written, for the header
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -125,9 +126,11 @@ class Settings:
             value = self.values[option.name]
             if value in (None, ()):
                 continue
-            shown = "***" if option.secret else value
+            shown = self.given.get(option.name, value)
             if option.repeatable:
-                shown = " ".join(str(v) for v in value)
+                shown = " ".join(shown)
+            if option.secret:
+                shown = "***"
             lines.append(f"{option.flag}={shown} ({self.sources[option.name]})")
         return lines
 
@@ -160,6 +163,8 @@ def resolve(config: pytest.Config) -> Settings:
             raise pytest.UsageError(f"{option.flag} ({source}): {error}") from None
         settings.values[option.name] = value
         settings.sources[option.name] = source
+        if raw is not None:
+            settings.given[option.name] = raw
     return settings
 
 

@@ -2,7 +2,8 @@
 
 Valid ranges are where OpenAI's spec and vLLM's `SamplingParams` agree. No strategy ever asks
 for expensive work: the fields that set how much a request generates (`max_tokens`, `n`, ...)
-are either small and valid or invalid (rejected before any generation).
+are either small and valid or invalid (rejected before any generation). Floats are never
+subnormal: a process that has loaded torch flushes them to zero, which Hypothesis refuses.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ _INT64 = 2**63
 def json_values(*, max_leaves: int = 8) -> st.SearchStrategy[Any]:
     """Any JSON value: null, booleans, numbers (huge and tiny included), strings, lists, objects."""
     scalars = st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) \
-        | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12)
+        | st.floats(allow_nan=False, allow_infinity=False, allow_subnormal=False) | st.text(max_size=12)
     return st.recursive(
         scalars,
         lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
@@ -62,7 +63,7 @@ def sampling_params(draw: st.DrawFn, *, max_tokens: int = 8, max_n: int = 2) -> 
     params: dict[str, Any] = {"max_tokens": draw(st.integers(min_value=1, max_value=max_tokens))}
     for name, (low, high, open_low) in FLOAT_RANGES.items():
         if draw(st.booleans()):
-            params[name] = draw(st.floats(low, high, exclude_min=open_low))
+            params[name] = draw(st.floats(low, high, exclude_min=open_low, allow_subnormal=False))
     optional = {
         "top_k": st.sampled_from([-1, 0]) | st.integers(min_value=1, max_value=1000),
         "seed": st.integers(min_value=-_INT64, max_value=_INT64 - 1),
@@ -73,7 +74,7 @@ def sampling_params(draw: st.DrawFn, *, max_tokens: int = 8, max_n: int = 2) -> 
         if draw(st.booleans()):
             params[name] = draw(values)
     if params.get("n", 1) > 1:
-        params["temperature"] = draw(st.floats(0.1, 2.0))
+        params["temperature"] = draw(st.floats(0.1, 2.0, allow_subnormal=False))
     return params
 
 
@@ -102,10 +103,10 @@ def unchecked_sampling_params(draw: st.DrawFn, *, max_tokens: int = 8) -> dict[s
     for name, most in (("n", 2), ("min_tokens", max_tokens)):
         if draw(st.booleans()):
             params[name] = _rarely_mistyped(draw, _cheap_or_invalid(max_value=most))
-    numbers = st.floats(allow_nan=False, allow_infinity=False)
+    numbers = st.floats(allow_nan=False, allow_infinity=False, allow_subnormal=False)
     for name, (low, high, open_low) in FLOAT_RANGES.items():
         if draw(st.booleans()):
-            params[name] = _rarely_mistyped(draw, st.floats(low, high, exclude_min=open_low) | numbers)
+            params[name] = _rarely_mistyped(draw, st.floats(low, high, exclude_min=open_low, allow_subnormal=False) | numbers)
     integers = st.integers(min_value=-(2**70), max_value=2**70)
     others = {"top_k": integers, "seed": integers, "stop": stop_strings() | st.lists(st.text(max_size=3))}
     for name, values in others.items():

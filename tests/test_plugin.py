@@ -36,8 +36,8 @@ def test_option_precedence_cli_over_env_over_ini(pytester, monkeypatch):
         "vllm: launches vLLM*; model cli-model",
         "vllm: --vllm-model=cli-model (--vllm-model)",
         "vllm: --vllm-launcher=subprocess (default)",
-        "vllm: --vllm-startup-timeout=9.0 (env PYTEST_VLLM_STARTUP_TIMEOUT)",
-        "vllm: --vllm-request-timeout=7.0 (ini vllm_request_timeout)",
+        "vllm: --vllm-startup-timeout=9 (env PYTEST_VLLM_STARTUP_TIMEOUT)",
+        "vllm: --vllm-request-timeout=7 (ini vllm_request_timeout)",
     ])
 
 
@@ -158,7 +158,7 @@ def test_unsupported_is_its_own_outcome_and_in_the_report(pytester, fake_server)
     report = pytester.path / "report.json"
     result = pytester.runpytest("--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123",
                                 "--vllm-capability", "tools=no", "--vllm-report", str(report))
-    result.stdout.fnmatch_lines(["*1 passed, 1 unsupported*"])
+    result.stdout.fnmatch_lines(["vllm: --vllm-capability=tools=no (--vllm-capability)", "*1 passed*1 unsupported*"])
     checks = {c["nodeid"].split("::")[1]: c for c in json.loads(report.read_text())["checks"]}
     assert checks["test_tools"]["outcome"] == "unsupported"
     assert "lacks 'tools'" in checks["test_tools"]["message"]
