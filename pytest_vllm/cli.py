@@ -14,9 +14,11 @@ DEFAULT_REPORT = "pytest-vllm-report.json"
 
 
 def suites_dir() -> Path:
-    """The conformance suites, wherever the package is installed."""
-    import pytest_vllm.suites
-
+    """The conformance suites: the installed `pytest_vllm.suites`, or `suites/` of a checkout."""
+    try:
+        import pytest_vllm.suites
+    except ModuleNotFoundError:  # run from a source checkout, where suites/ is not inside
+        return Path(__file__).resolve().parent.parent / "suites"
     return Path(pytest_vllm.suites.__file__).parent
 
 

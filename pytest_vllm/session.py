@@ -6,6 +6,7 @@ the server pool, the fixture models and the HTTP clients all come on first use.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import tempfile
@@ -93,11 +94,12 @@ class VllmSession:
         """The server for checks that need `capability`; Unsupported if it lacks it.
 
         The embedded default runs a dedicated fixture model for vision and embeddings and a
-        keyed copy of the main server for auth; otherwise it is the server under test.
+        keyed copy of the main server for auth; otherwise it is the server under test (a second
+        copy of a user's model could not share its GPU).
         """
         if self.embedded and capability in EMBEDDED_BY_CAPABILITY:
             server = self.pool.get(self._spec(EMBEDDED_BY_CAPABILITY[capability]))
-        elif capability == "auth" and self.settings.url is None and not self.settings.api_key:
+        elif self.embedded and capability == "auth" and not self.settings.api_key:
             server = self.launch(api_key=self._run_key())
         else:
             server = self.main_server()
@@ -109,9 +111,8 @@ class VllmSession:
         if self.settings.url is not None:
             raise Unsupported("unsupported: launching a server (testing the server at --vllm-url)")
         spec = self._spec(EMBEDDED_MAIN)
-        spec = type(spec)(
-            spec.model, spec.served_name, spec.serve_args + tuple(serve_args), spec.env,
-            api_key or spec.api_key,
+        spec = dataclasses.replace(
+            spec, serve_args=spec.serve_args + tuple(serve_args), api_key=api_key or spec.api_key
         )
         return self.pool.get(spec)
 

@@ -38,10 +38,11 @@ def expected_failures() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    report = tmp_path_factory.mktemp("conformance") / "report.json"
+    folder = tmp_path_factory.mktemp("conformance")
+    report = folder / "report.json"
     done = subprocess.run(
         [sys.executable, "-m", "pytest_vllm", "-n", "2", "--hypothesis-seed=0", "--vllm-report", str(report)],
-        capture_output=True, text=True, timeout=3600,
+        capture_output=True, text=True, timeout=3600, cwd=folder,
     )
     assert report.exists(), f"the run wrote no results file:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return json.loads(report.read_text()), done.stdout
