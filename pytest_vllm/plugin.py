@@ -7,6 +7,7 @@ for them, capabilities). Marker: `vllm_requires(*capabilities)`.
 
 from __future__ import annotations
 
+import signal
 from typing import TYPE_CHECKING, Any, Iterator
 
 import pytest
@@ -42,6 +43,14 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION] = vllm
     if not workerinput:
         config.pluginmanager.register(ReportPlugin(vllm), "vllm-report")
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+            # A CI timeout's SIGTERM unwinds like Ctrl-C, so launched servers are stopped.
+            signal.signal(signal.SIGTERM, _interrupt)
+            config.add_cleanup(lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -255,7 +255,8 @@ def test_distinct_configurations_launch_once_each(pytester, fake_command, monkey
     assert len(starts.read_text().split()) == 2
 
 
-def test_ctrl_c_leaves_no_server_behind(pytester, fake_command, monkeypatch, tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupt_leaves_no_server_behind(pytester, fake_command, monkeypatch, tmp_path, stop):
     starts = tmp_path / "starts"
     monkeypatch.setenv("FAKE_VLLM_STARTS", str(starts))
     pytester.makepyfile("""
@@ -272,8 +273,8 @@ def test_ctrl_c_leaves_no_server_behind(pytester, fake_command, monkeypatch, tmp
     for line in process.stdout:
         if "READY" in line:
             break
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     output = process.communicate(timeout=60)[0]
     assert "KeyboardInterrupt" in output
     pid = int(starts.read_text().split()[0])
-    assert not pid_alive(pid), "Ctrl-C left the server running"
+    assert not pid_alive(pid), f"{stop.name} left the server running"
