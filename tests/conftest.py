@@ -3,8 +3,13 @@ import shlex
 import sys
 from pathlib import Path
 
+import httpcore  # noqa: F401
+import openai  # noqa: F401
 import pytest
 
+# The HTTP stack is imported here, before any in-process pytester run: pytester restores
+# sys.modules after each run, and httpcore (which httpx imports lazily) imported inside one
+# and again later would leave two copies of its errors, the second escaping httpx's mapping.
 pytest_plugins = ["pytester"]
 
 FAKE_VLLM = Path(__file__).with_name("fake_vllm.py")
