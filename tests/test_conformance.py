@@ -38,8 +38,10 @@ def expected_failures() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
+    """The suites' run; its results file is kept as ./pytest-vllm-report.json (a CI artifact)."""
     folder = tmp_path_factory.mktemp("conformance")
-    report = folder / "report.json"
+    report = Path.cwd() / "pytest-vllm-report.json"
+    report.unlink(missing_ok=True)
     done = subprocess.run(
         [sys.executable, "-m", "pytest_vllm", "-n", "2", "--hypothesis-seed=0", "--vllm-report", str(report)],
         capture_output=True, text=True, timeout=3600, cwd=folder,
