@@ -6,6 +6,7 @@ Runs where reports arrive whole: in pytest itself, or in the xdist controller.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -76,14 +77,6 @@ class ReportPlugin:
             table.setdefault(record.area, Counter())[record.outcome] += 1
         return table
 
-    def summary_lines(self) -> list[str]:
-        table = self.counts()
-        width = max([len("area")] + [len(area) for area in table])
-        lines = ["area".ljust(width) + "".join(f"{o:>13}" for o in OUTCOMES)]
-        for area in sorted(table):
-            lines.append(area.ljust(width) + "".join(f"{table[area][o]:>13}" for o in OUTCOMES))
-        return lines
-
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.records or not self._touched_vllm():
             return
@@ -96,7 +89,7 @@ class ReportPlugin:
                 ready = f", ready in {server['startup_seconds']} s" if server.get("startup_seconds") else ""
                 write(f"server: {server['model']} at {server['url']} "
                       f"(vLLM {server['version']}, {server['launched_by']}{ready})")
-        for line in self.summary_lines():
+        for line in table_lines(self.counts()):
             write(line)
         reasons = Counter(r.message for r in self.records.values() if r.outcome == "unsupported")
         for reason, count in sorted(reasons.items()):
@@ -125,6 +118,29 @@ class ReportPlugin:
         path.write_text(json.dumps(data, indent=2) + "\n")
 
 
+def table_lines(counts: dict[str, Counter]) -> list[str]:
+    """The per-area table of outcomes, one line per feature area."""
+    width = max([len("area")] + [len(area) for area in counts])
+    lines = ["area".ljust(width) + "".join(f"{o:>13}" for o in OUTCOMES)]
+    for area in sorted(counts):
+        lines.append(area.ljust(width) + "".join(f"{counts[area].get(o, 0):>13}" for o in OUTCOMES))
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m pytest_vllm.report FILE...`: the servers and the per-area table of results files."""
+    for path in argv if argv is not None else sys.argv[1:]:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"cannot read the results file {path}: {error}") from None
+        print(f"{path}:")
+        for server in data["servers"]:
+            print(f"server: {server.get('model')} at {server['url']} (vLLM {server.get('version')})")
+        for line in table_lines({area: Counter(c) for area, c in data["counts"].items()}):
+            print(line)
+
+
 def _message(report: pytest.TestReport) -> str:
     if report.skipped and isinstance(report.longrepr, tuple):
         text = report.longrepr[2]
@@ -132,3 +148,7 @@ def _message(report: pytest.TestReport) -> str:
         text = report.longreprtext
     text = text.removeprefix("Skipped: ")
     return text if len(text) <= _MESSAGE_LIMIT else text[-_MESSAGE_LIMIT:]
+
+
+if __name__ == "__main__":
+    main()
