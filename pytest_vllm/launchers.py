@@ -134,7 +134,7 @@ def connect(url: str, api_key: str | None, model: str | None, timeout: float) ->
         base_url=url,
         model=model or models[0],
         models=models,
-        version=_version(url, timeout),
+        version=server_version(url, timeout),
         launched_by="remote",
         api_key=api_key,
     )
@@ -164,7 +164,8 @@ def _served_models(url: str, api_key: str | None, timeout: float) -> list[str]:
         ) from None
 
 
-def _version(url: str, timeout: float) -> str:
+def server_version(url: str, timeout: float) -> str:
+    """What the server's /version says, or "unknown"."""
     try:
         return httpx.get(f"{url}/version", timeout=timeout).json()["version"]
     except (httpx.HTTPError, ValueError, KeyError, TypeError):
@@ -251,7 +252,7 @@ class SubprocessLauncher:
                     if client.get("/health").status_code == 200:
                         server.models = [m["id"] for m in client.get("/v1/models").json()["data"]]
                         if server.model in server.models:
-                            server.version = _version(server.base_url, self.request_timeout)
+                            server.version = server_version(server.base_url, self.request_timeout)
                             return
                 except (httpx.HTTPError, ValueError, KeyError):
                     pass

@@ -63,9 +63,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     vllm = config.stash[SESSION]
     s = vllm.settings
     if s.url:
-        from pytest_vllm.launchers import _version
+        from pytest_vllm.launchers import server_version
 
-        target = f"server {s.url}, vLLM {_version(s.url, min(s.request_timeout, 5))}"
+        target = f"server {s.url}, vLLM {server_version(s.url, min(s.request_timeout, 5))}"
         model = f"model {s.model or 'the first /v1/models lists'}"
     else:
         target = f"launches vLLM ({s.launcher}, {s.command or 'the installed vLLM ' + _installed_vllm()})"
@@ -117,8 +117,9 @@ def _explain_failure(item: pytest.Item, report: pytest.TestReport) -> None:
         if server is not None:
             servers[server.base_url] = server
     for server in servers.values():
-        if server.log_tail():
-            report.sections.append((f"vllm server log ({server.model})", server.log_tail()))
+        tail = server.log_tail()
+        if tail:
+            report.sections.append((f"vllm server log ({server.model})", tail))
         if not server.is_alive():
             item.session.shouldstop = (
                 f"the vLLM server {server.base_url} ({server.model}) died during the run; "
