@@ -100,6 +100,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
             report.longrepr = (*report.longrepr[:2], error.msg)
     elif isinstance(error, VllmServerError):
         report.longrepr = str(error)  # the message says it all: no traceback
+        if item.config.stash[SESSION].main_unavailable:
+            item.session.shouldstop = "no vLLM server to test"
     elif report.failed:
         _explain_failure(item, report)
     return report
@@ -148,11 +150,7 @@ def vllm(request: pytest.FixtureRequest) -> VllmSession:
 @pytest.fixture(scope="session")
 def vllm_server(vllm: VllmSession, request: pytest.FixtureRequest) -> VllmServer:
     """The server under test, ready: the one at --vllm-url, or launched for this run."""
-    try:
-        return vllm.main_server()
-    except VllmServerError:
-        request.session.shouldstop = "no vLLM server to test"
-        raise
+    return vllm.main_server()
 
 
 @pytest.fixture(autouse=True)

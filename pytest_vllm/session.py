@@ -53,7 +53,8 @@ class VllmSession:
         self.recorder = Recorder()
         self.overrides = dict(settings.capability)
         self._pool: ServerPool | None = None
-        self._remote: VllmServer | Exception | None = None
+        self._remote: VllmServer | VllmServerError | None = None
+        self.main_unavailable = False
         self._clients: weakref.WeakKeyDictionary[Any, VllmServer] = weakref.WeakKeyDictionary()
         self._probe_clients: dict[str, httpx.Client] = {}
 
@@ -75,20 +76,27 @@ class VllmSession:
     # Servers
 
     def main_server(self) -> VllmServer:
-        """The server under test: the one at --vllm-url, or the launched one."""
-        if self.settings.url is None:
-            return self.pool.get(self._spec(EMBEDDED_MAIN))
-        if self._remote is None:
-            from pytest_vllm.launchers import connect
+        """The server under test: the one at --vllm-url, or the launched one.
 
-            s = self.settings
-            try:
-                self._remote = connect(s.url, s.api_key, s.model, s.request_timeout)
-            except VllmServerError as error:
-                self._remote = error
-        if isinstance(self._remote, Exception):
-            raise self._remote
-        return self._remote
+        If it cannot be had, `main_unavailable` is set, and the plugin stops the run.
+        """
+        try:
+            if self.settings.url is None:
+                return self.pool.get(self._spec(EMBEDDED_MAIN))
+            if self._remote is None:
+                from pytest_vllm.launchers import connect
+
+                s = self.settings
+                try:
+                    self._remote = connect(s.url, s.api_key, s.model, s.request_timeout)
+                except VllmServerError as error:
+                    self._remote = error  # asked once: an unreachable host is not waited for again
+            if isinstance(self._remote, VllmServerError):
+                raise self._remote
+            return self._remote
+        except VllmServerError:
+            self.main_unavailable = True
+            raise
 
     def server_with(self, capability: str) -> VllmServer:
         """The server for checks that need `capability`; Unsupported if it lacks it.
