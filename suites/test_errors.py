@@ -66,6 +66,8 @@ CASES = [
     invalid("temperature-a-string", "chat", {"temperature": "hot"}, ("temperature",)),
     invalid("max_tokens-a-string", "chat", {"max_tokens": "four"}, ("max_tokens",)),
     invalid("messages-a-string", "chat", {"messages": "Hello"}, ("messages",)),
+    # Found by test_fuzz: vLLM 0.32 answers a list here with a 500 ("'list' object has no attribute 'get'").
+    invalid("structured_outputs-a-list", "chat", {"structured_outputs": [1]}, ("structured_outputs",)),
     invalid("messages-empty", "chat", {"messages": []}, ("messages",)),
     invalid("model-unknown", "chat", {"model": "pytest-vllm-no-such-model"}, ("model",), status=404),
     invalid("prompt-over-max_model_len", "chat",
