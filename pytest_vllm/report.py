@@ -78,44 +78,46 @@ class ReportPlugin:
         return table
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.records or not self._touched_vllm():
+        if not self.records:
+            return
+        settings = self.vllm.settings
+        servers = self.vllm.servers_seen()
+        if not (servers or settings.report or settings.url):
             return
         write = terminalreporter.write_line
         terminalreporter.section("vllm conformance")
-        for server in self._servers():
-            if "error" in server:
-                write(f"server: {server['url']}: not available")
-            else:
-                ready = f", ready in {server['startup_seconds']} s" if server.get("startup_seconds") else ""
-                write(f"server: {server['model']} at {server['url']} "
-                      f"(vLLM {server['version']}, {server['launched_by']}{ready})")
+        for server in servers:
+            write(server_line(server))
         for line in table_lines(self.counts()):
             write(line)
         reasons = Counter(r.message for r in self.records.values() if r.outcome == "unsupported")
         for reason, count in sorted(reasons.items()):
             write(f"{count} {reason}")
-        path = self.vllm.settings.report
-        if path:
-            self.write(Path(path))
-            write(f"results: {Path(path).resolve()}")
+        if settings.report:
+            path = Path(settings.report)
+            self.write(path, servers)
+            write(f"results: {path.resolve()}")
 
-    def _touched_vllm(self) -> bool:
-        return bool(self.vllm.settings.report or self.vllm.settings.url or self._servers())
-
-    def _servers(self) -> list[dict]:
-        return self.vllm.servers_seen()
-
-    def write(self, path: Path) -> None:
+    def write(self, path: Path, servers: list[dict]) -> None:
         data = {
             "started": self.started,
             "duration": time.time() - self.started,
-            "servers": self._servers(),
+            "servers": servers,
             "settings": self.vllm.settings.describe(),
             "counts": {area: dict(c) for area, c in sorted(self.counts().items())},
             "checks": [asdict(r) for r in self.records.values()],
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def server_line(server: dict) -> str:
+    """One line on a server of the results: where, what, which vLLM, how it came to be."""
+    if "error" in server:
+        return f"server: {server['url']}: not available"
+    ready = f", ready in {server['startup_seconds']} s" if server.get("startup_seconds") else ""
+    return (f"server: {server['model']} at {server['url']} "
+            f"(vLLM {server['version']}, {server['launched_by']}{ready})")
 
 
 def table_lines(counts: dict[str, Counter]) -> list[str]:
@@ -136,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit(f"cannot read the results file {path}: {error}") from None
         print(f"{path}:")
         for server in data["servers"]:
-            print(f"server: {server.get('model')} at {server['url']} (vLLM {server.get('version')})")
+            print(server_line(server))
         for line in table_lines({area: Counter(c) for area, c in data["counts"].items()}):
             print(line)
 
