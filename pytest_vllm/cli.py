@@ -24,6 +24,13 @@ def suites_dir() -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if not any(a == "--vllm-report" or a.startswith("--vllm-report=") for a in args):
+    if not _given(args, "--vllm-report"):
         args += ["--vllm-report", DEFAULT_REPORT]
-    return int(pytest.main([str(suites_dir()), "-p", "no:cacheprovider", *args]))
+    suites = suites_dir()
+    if not _given(args, "--rootdir"):  # ids `suites/test_x.py::...` wherever the package lives
+        args += ["--rootdir", str(suites.parent)]
+    return int(pytest.main([str(suites), "-p", "no:cacheprovider", *args]))
+
+
+def _given(args: list[str], option: str) -> bool:
+    return any(a == option or a.startswith(option + "=") for a in args)

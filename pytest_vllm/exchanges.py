@@ -57,9 +57,25 @@ class Recorder:
 
     def __init__(self) -> None:
         self.exchanges: list[Exchange] = []
+        self.findings: list[dict] = []
+        self._before: Exchange | None = None  # the last request of the checks before this one
 
     def reset(self) -> None:
+        if self.exchanges:
+            self._before = self.exchanges[-1]
         self.exchanges = []
+        self.findings = []
+
+    def connection_reset(self, request: httpx.Request, error: Exception) -> None:
+        """A connection the server broke, answered once retried on a fresh connection."""
+        earlier = self.exchanges[:-1] or ([self._before] if self._before else [])
+        before = earlier[-1] if earlier else None
+        self.findings.append({
+            "finding": "connection reset by the server, answered on a fresh connection",
+            "request": f"{request.method} {request.url.path}",
+            "error": type(error).__name__,
+            "after": f"{before.method} {_path(before.url)} {_clip(before.request_body)[:300]}" if before else None,
+        })
 
     def seconds(self) -> float:
         """The summed time of this test's requests: the raw cost of what it checked."""
@@ -96,6 +112,12 @@ class Recorder:
 
     def async_hooks(self) -> dict:
         return {"request": [self.aon_request], "response": [self.aon_response]}
+
+
+def _path(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).path
 
 
 def _is_stream(response: httpx.Response) -> bool:

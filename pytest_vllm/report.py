@@ -20,24 +20,41 @@ if TYPE_CHECKING:
 
 OUTCOMES = ("passed", "failed", "unsupported", "skipped", "error")
 _RANK = {"passed": 0, "skipped": 1, "unsupported": 2, "failed": 3, "error": 4}
-_MESSAGE_LIMIT = 2000
+_DETAILS_LIMIT = 20000
 
 
 @dataclass
 class Record:
+    id: str
     nodeid: str
     area: str
     outcome: str
-    message: str
+    reason: str
+    fingerprint: str
+    details: str
     duration: float
     started: float
     request_seconds: float = 0.0
     properties: dict = field(default_factory=dict)
+    findings: list = field(default_factory=list)
 
 
-def area_of(nodeid: str) -> str:
+def check_id(item: pytest.Item) -> str:
+    """The check's id wherever it runs: `suites/<file>::<name>` for the shipped suites (from a
+    checkout, a wheel, a venv or an xdist worker alike), else the nodeid."""
+    from pytest_vllm.cli import suites_dir
+
+    try:
+        path = "suites/" + item.path.resolve().relative_to(suites_dir().resolve()).as_posix()
+    except ValueError:
+        return item.nodeid
+    _, sep, rest = item.nodeid.partition("::")
+    return path + sep + rest
+
+
+def area_of(check: str) -> str:
     """The feature area: the module name without `test_` (`suites/test_chat.py` → `chat`)."""
-    module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    module = check.split("::", 1)[0].rsplit("/", 1)[-1]
     return module.removesuffix(".py").removeprefix("test_")
 
 
@@ -45,7 +62,7 @@ def outcome_of(report: pytest.TestReport) -> str:
     if getattr(report, "vllm_unsupported", False):
         return "unsupported"
     if report.failed:
-        return "failed" if report.when == "call" else "error"
+        return getattr(report, "vllm_outcome", "failed") if report.when == "call" else "error"
     return report.outcome
 
 
@@ -56,20 +73,35 @@ class ReportPlugin:
         self.vllm = vllm
         self.records: dict[str, Record] = {}
         self.started = time.time()
+        self.comparison: Any = None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         outcome = outcome_of(report)
-        record = self.records.get(report.nodeid)
+        check = getattr(report, "vllm_id", report.nodeid)
+        record = self.records.get(check)
         if record is None:
-            record = self.records[report.nodeid] = Record(
-                report.nodeid, area_of(report.nodeid), outcome, "", 0.0, report.start
+            record = self.records[check] = Record(
+                check, report.nodeid, area_of(check), outcome, "", "", "", 0.0, report.start
             )
         record.duration += report.duration
         record.request_seconds += getattr(report, "vllm_request_seconds", 0.0)
+        record.findings += getattr(report, "vllm_findings", [])
         record.properties.update((str(k), v) for k, v in report.user_properties)
-        if _RANK[outcome] > _RANK[record.outcome] or (outcome != "passed" and not record.message):
+        if _RANK[outcome] > _RANK[record.outcome] or (outcome != "passed" and not record.reason):
             record.outcome = max(record.outcome, outcome, key=_RANK.__getitem__)
-            record.message = _message(report)
+            record.reason = getattr(report, "vllm_reason", "") or _first_line(report)
+            record.fingerprint = getattr(report, "vllm_fingerprint", "") or record.reason
+            record.details = _details(report)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """With a baseline, the exit status is the gate's: regressions or missing checks fail."""
+        baseline = self.vllm.settings.baseline
+        if baseline is None or session.exitstatus not in (0, 1, 5):
+            return
+        from pytest_vllm import gate
+
+        self.comparison = gate.compare(gate.load(baseline), {r.id: asdict(r) for r in self.records.values()})
+        session.exitstatus = 0 if self.comparison.ok else 1
 
     def counts(self) -> dict[str, Counter]:
         table: dict[str, Counter] = {}
@@ -90,9 +122,12 @@ class ReportPlugin:
             write(server_line(server))
         for line in table_lines(self.counts()):
             write(line)
-        reasons = Counter(r.message for r in self.records.values() if r.outcome == "unsupported")
-        for reason, count in sorted(reasons.items()):
-            write(f"{count} {reason}")
+        records = [asdict(r) for r in self.records.values()]
+        for line in reason_lines(records) + finding_lines(records):
+            write(line)
+        if self.comparison is not None:
+            for line in self.comparison.lines(settings.baseline):
+                write(line)
         if settings.report:
             path = Path(settings.report)
             self.write(path, servers)
@@ -107,6 +142,9 @@ class ReportPlugin:
             "counts": {area: dict(c) for area, c in sorted(self.counts().items())},
             "checks": [asdict(r) for r in self.records.values()],
         }
+        if self.comparison is not None:
+            data["gate"] = {"baseline": str(self.vllm.settings.baseline), "ok": self.comparison.ok,
+                            **asdict(self.comparison)}
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data, indent=2) + "\n")
 
@@ -129,8 +167,24 @@ def table_lines(counts: dict[str, Counter]) -> list[str]:
     return lines
 
 
+def reason_lines(records: list[dict]) -> list[str]:
+    """Each failed or errored check with its reason, then each unsupported reason with its count."""
+    lines = sorted(f"{r['outcome']}: {r['id']}: {r['reason']}" for r in records if r["outcome"] in ("failed", "error"))
+    unsupported = Counter(r["reason"] for r in records if r["outcome"] == "unsupported")
+    return lines + [f"{count} {reason}" for reason, count in sorted(unsupported.items())]
+
+
+def finding_lines(records: list[dict]) -> list[str]:
+    """Findings beyond the verdicts, e.g. connections the server reset (and the request before)."""
+    return [
+        f"finding: {r['id']}: {f['finding']}: {f['request']} ({f['error']}); "
+        f"the request before it: {f['after'] or 'none'}"
+        for r in records for f in r.get("findings", [])
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
-    """`python -m pytest_vllm.report FILE...`: the servers and the per-area table of results files."""
+    """`python -m pytest_vllm.report FILE...`: servers, per-area table and reasons of results files."""
     for path in argv if argv is not None else sys.argv[1:]:
         try:
             data = json.loads(Path(path).read_text())
@@ -141,15 +195,28 @@ def main(argv: list[str] | None = None) -> None:
             print(server_line(server))
         for line in table_lines({area: Counter(c) for area, c in data["counts"].items()}):
             print(line)
+        from pytest_vllm.gate import check_id
+
+        checks = [{"reason": c.get("message", ""), **c, "id": check_id(c)} for c in data["checks"]]
+        for line in reason_lines(checks) + finding_lines(checks):
+            print(line)
 
 
-def _message(report: pytest.TestReport) -> str:
+def _first_line(report: pytest.TestReport) -> str:
+    from pytest_vllm.verdicts import denoise
+
     if report.skipped and isinstance(report.longrepr, tuple):
         text = report.longrepr[2]
     else:
-        text = report.longreprtext
-    text = text.removeprefix("Skipped: ")
-    return text if len(text) <= _MESSAGE_LIMIT else text[-_MESSAGE_LIMIT:]
+        text = str(getattr(report.longrepr, "reprcrash", None) and report.longrepr.reprcrash.message
+                   or report.longreprtext)
+    text = denoise(text.removeprefix("Skipped: ").strip())
+    return text.splitlines()[0][:300] if text else ""
+
+
+def _details(report: pytest.TestReport) -> str:
+    text = report.longreprtext
+    return text if len(text) <= _DETAILS_LIMIT else text[-_DETAILS_LIMIT:]
 
 
 if __name__ == "__main__":

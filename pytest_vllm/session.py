@@ -163,15 +163,21 @@ class VllmSession:
         import httpx
         import openai
 
-        http = httpx.Client(timeout=self.settings.request_timeout, event_hooks=self.recorder.hooks())
+        from pytest_vllm.connections import RetryingTransport
+
+        http = httpx.Client(timeout=self.settings.request_timeout, event_hooks=self.recorder.hooks(),
+                            transport=RetryingTransport(self.recorder))
         return self._track(server, openai.OpenAI(**self._openai_args(server), http_client=http))
 
     def async_openai(self, server: VllmServer) -> openai.AsyncOpenAI:
         import httpx
         import openai
 
+        from pytest_vllm.connections import AsyncRetryingTransport
+
         http = httpx.AsyncClient(
-            timeout=self.settings.request_timeout, event_hooks=self.recorder.async_hooks()
+            timeout=self.settings.request_timeout, event_hooks=self.recorder.async_hooks(),
+            transport=AsyncRetryingTransport(self.recorder),
         )
         return self._track(server, openai.AsyncOpenAI(**self._openai_args(server), http_client=http))
 
@@ -180,6 +186,7 @@ class VllmSession:
         key, or with `api_key` (None for no key at all)."""
         import httpx
 
+        from pytest_vllm.connections import RetryingTransport
         from pytest_vllm.launchers import auth_headers
 
         client = httpx.Client(
@@ -187,6 +194,7 @@ class VllmSession:
             headers=auth_headers(server.api_key if api_key is _SERVER_KEY else api_key),
             timeout=self.settings.request_timeout,
             event_hooks=self.recorder.hooks(),
+            transport=RetryingTransport(self.recorder),
         )
         return self._track(server, client)
 
@@ -221,6 +229,29 @@ class VllmSession:
             return [self.main_server().describe()]
         except VllmServerError as error:
             return [{"url": self.settings.url, "error": str(error)}]
+
+    def answers(self, server: VllmServer) -> bool:
+        """Whether `server` still accepts a connection and answers /v1/models (one short request)."""
+        import httpx
+
+        from pytest_vllm.launchers import auth_headers
+
+        try:
+            httpx.get(f"{server.base_url}/v1/models", headers=auth_headers(server.api_key), timeout=5)
+        except httpx.TransportError:
+            return False
+        return True
+
+    def stop_run(self, reason: str) -> None:
+        """Stop the run for every process: later checks end 'not run', with `reason`."""
+        self.shared_dir.mkdir(parents=True, exist_ok=True)
+        (self.shared_dir / "stopped").write_text(reason)
+
+    def stopped(self) -> str | None:
+        try:
+            return (self.shared_dir / "stopped").read_text()
+        except OSError:
+            return None
 
     def close(self) -> None:
         for client in self._probe_clients.values():

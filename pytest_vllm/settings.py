@@ -5,12 +5,20 @@ from __future__ import annotations
 import os
 import shlex
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import pytest
 
 LAUNCHERS = ("subprocess",)  # the Launcher protocol admits more (docker is next)
+FUZZ_MODES = ("replay", "seed", "explore")
+
+
+def cache_root() -> Path:
+    """Where pytest-vllm caches what is expensive: `$PYTEST_VLLM_CACHE`, else ~/.cache/pytest-vllm."""
+    root = os.environ.get("PYTEST_VLLM_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "pytest-vllm"
 
 
 def _url(value: str) -> str:
@@ -47,6 +55,22 @@ def _capability(value: str) -> tuple[str, bool]:
             f"expected NAME=yes|no with NAME one of: {', '.join(CAPABILITIES)}"
         )
     return name, state == "yes"
+
+
+def _baseline(value: str) -> str:
+    from pytest_vllm import gate
+
+    gate.load(value)  # a ValueError that says why it is not a results file
+    return value
+
+
+def _fuzz(value: str) -> str:
+    if value not in FUZZ_MODES:
+        raise ValueError(
+            "expected replay (a fixed seed plus the examples found before), seed (the fixed seed "
+            "only) or explore (new random examples, saved for later replays)"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -102,6 +126,20 @@ OPTIONS = (
         repeatable=True,
     ),
     Option("report", "Write one JSON record per check to this file.", "PATH"),
+    Option(
+        "baseline",
+        "Gate the run on an earlier results file: exit 0 unless a check regressed or is missing.",
+        "PATH",
+        _baseline,
+    ),
+    Option(
+        "fuzz",
+        "How the fuzz checks draw examples: replay (default: a fixed seed plus the failing examples "
+        "found before), seed (the fixed seed only) or explore (new examples, saved for replays).",
+        "MODE",
+        _fuzz,
+        "replay",
+    ),
 )
 
 

@@ -127,3 +127,28 @@ def request_bodies(draw: st.DrawFn, *, base: dict[str, Any], max_tokens: int = 8
     body["max_tokens"] = _rarely_mistyped(draw, _cheap_or_invalid(max_value=max_tokens))
     body["n"] = _rarely_mistyped(draw, _cheap_or_invalid(max_value=2))
     return body
+
+
+FUZZ_SEED = 0
+
+
+def fuzzing(mode: str, seed: Any = None, **options: Any):
+    """Hypothesis settings for a fuzz check under `--vllm-fuzz` MODE, as a decorator for `@given`.
+
+    replay: a fixed seed plus the failing examples found before (the example database), so the
+    same server gets the same verdict; seed: the fixed seed only; explore: new random examples,
+    failures saved to the database for later replays.
+    """
+    from hypothesis import seed as fixed_seed
+    from hypothesis import settings
+    from hypothesis.database import DirectoryBasedExampleDatabase
+
+    from pytest_vllm.settings import cache_root
+
+    database = None if mode == "seed" else DirectoryBasedExampleDatabase(str(cache_root() / "hypothesis"))
+
+    def apply(test):
+        test = settings(database=database, **options)(test)
+        return test if mode == "explore" else fixed_seed(FUZZ_SEED if seed is None else seed)(test)
+
+    return apply

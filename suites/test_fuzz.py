@@ -9,13 +9,13 @@ against OpenAI's schema in test_schema.py.)
 import json
 
 import pytest
-from hypothesis import Phase, given, settings
+from hypothesis import Phase, given
 
 from pytest_vllm import strategies
 
 # No shrinking: every example is a request, and each failure message shows the request.
-FUZZ = settings(max_examples=10, deadline=None, database=None, phases=[Phase.explicit, Phase.generate])
-FUZZ_VALID = settings(FUZZ, max_examples=6)  # these generate tokens
+FUZZ = {"max_examples": 10, "deadline": None, "phases": [Phase.explicit, Phase.reuse, Phase.generate]}
+FUZZ_VALID = {**FUZZ, "max_examples": 6}  # these generate tokens
 MAX_TOKENS = 6
 ROUTES = {
     "completions": ("/v1/completions", {"prompt": "Hello, my name is"}),
@@ -41,15 +41,23 @@ def _assert_no_server_error(http, response) -> None:
     assert http.get("/health").status_code == 200, f"/health is not 200 after sending {sent}"
 
 
+@pytest.fixture
+def fuzz(vllm, request):
+    """`@fuzz(**settings)`: Hypothesis settings under the run's --vllm-fuzz mode (a fixed seed
+    and the examples found before, unless exploring)."""
+    seed = request.config.getoption("hypothesis_seed", None)
+    return lambda **options: strategies.fuzzing(vllm.settings.fuzz, seed, **options)
+
+
 def _text(choice: dict) -> str:
     return choice["text"] if "text" in choice else choice["message"]["content"] or ""
 
 
 @route
-def test_valid_sampling_params_are_served(vllm_http, vllm_server, route):
+def test_valid_sampling_params_are_served(vllm_http, vllm_server, fuzz, route):
     path, base = ROUTES[route]
 
-    @FUZZ_VALID
+    @fuzz(**FUZZ_VALID)
     @given(params=strategies.sampling_params(max_tokens=MAX_TOKENS, max_n=2))
     def served(params):
         response = vllm_http.post(path, json={"model": vllm_server.model, **base, **params})
@@ -78,10 +86,10 @@ def test_valid_sampling_params_are_served(vllm_http, vllm_server, route):
 
 
 @route
-def test_arbitrary_sampling_params_never_cause_a_server_error(vllm_http, vllm_server, route):
+def test_arbitrary_sampling_params_never_cause_a_server_error(vllm_http, vllm_server, fuzz, route):
     path, base = ROUTES[route]
 
-    @FUZZ
+    @fuzz(**FUZZ)
     @given(params=strategies.unchecked_sampling_params(max_tokens=MAX_TOKENS))
     def answered(params):
         response = _post(vllm_http, path, {"model": vllm_server.model, **base, **params})
@@ -91,10 +99,10 @@ def test_arbitrary_sampling_params_never_cause_a_server_error(vllm_http, vllm_se
 
 
 @route
-def test_random_bodies_never_cause_a_server_error(vllm_http, vllm_server, route):
+def test_random_bodies_never_cause_a_server_error(vllm_http, vllm_server, fuzz, route):
     path, base = ROUTES[route]
 
-    @FUZZ
+    @fuzz(**FUZZ)
     @given(body=strategies.request_bodies(base={"model": vllm_server.model, **base}, max_tokens=MAX_TOKENS))
     def answered(body):
         response = _post(vllm_http, path, body)

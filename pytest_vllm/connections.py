@@ -1,0 +1,94 @@
+"""HTTP transports that tell a connection the server broke from a wrong answer.
+
+A request whose connection the server resets or closes before answering is sent once more on
+a fresh connection (a kept-alive connection the server broke must not fail every later check).
+A retry that succeeds is recorded as a finding of its own, with the request that came before;
+a retry that fails too raises `ServerFault`, whose message is the check's reason.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from pytest_vllm.outcomes import ServerFault
+
+if TYPE_CHECKING:
+    from pytest_vllm.exchanges import Recorder
+
+_BROKEN = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+
+
+def _fault(request: httpx.Request, first: Exception, second: Exception) -> ServerFault:
+    return ServerFault(
+        f"connection reset by the server: {request.method} {request.url.path} got no answer "
+        f"({type(first).__name__}), nor on a fresh connection ({type(second).__name__}: {second})"
+    )
+
+
+class _Closing(httpx.SyncByteStream):
+    """A response body that closes its one-off transport when read or closed."""
+
+    def __init__(self, stream: Any, transport: httpx.HTTPTransport) -> None:
+        self.stream, self.transport = stream, transport
+
+    def __iter__(self):
+        yield from self.stream
+
+    def close(self) -> None:
+        self.stream.close()
+        self.transport.close()
+
+
+class _AsyncClosing(httpx.AsyncByteStream):
+    def __init__(self, stream: Any, transport: httpx.AsyncHTTPTransport) -> None:
+        self.stream, self.transport = stream, transport
+
+    async def __aiter__(self):
+        async for part in self.stream:
+            yield part
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+        await self.transport.aclose()
+
+
+class RetryingTransport(httpx.HTTPTransport):
+    def __init__(self, recorder: Recorder) -> None:
+        super().__init__()
+        self.recorder = recorder
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return super().handle_request(request)
+        except _BROKEN as first:
+            fresh = httpx.HTTPTransport()
+            try:
+                response = fresh.handle_request(request)
+            except _BROKEN as second:
+                fresh.close()
+                raise _fault(request, first, second) from second
+            self.recorder.connection_reset(request, first)
+            return httpx.Response(response.status_code, headers=response.headers,
+                                  stream=_Closing(response.stream, fresh), extensions=response.extensions)
+
+
+class AsyncRetryingTransport(httpx.AsyncHTTPTransport):
+    def __init__(self, recorder: Recorder) -> None:
+        super().__init__()
+        self.recorder = recorder
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await super().handle_async_request(request)
+        except _BROKEN as first:
+            fresh = httpx.AsyncHTTPTransport()
+            try:
+                response = await fresh.handle_async_request(request)
+            except _BROKEN as second:
+                await fresh.aclose()
+                raise _fault(request, first, second) from second
+            self.recorder.connection_reset(request, first)
+            return httpx.Response(response.status_code, headers=response.headers,
+                                  stream=_AsyncClosing(response.stream, fresh), extensions=response.extensions)

@@ -1,0 +1,128 @@
+"""The baseline gate: this run's verdicts against an earlier results file, check by check.
+
+`--vllm-baseline PATH` compares the run with a results file (or a curated deviations file in
+the same format) by stable check id and fingerprint. A *regression* is a check that passed
+before and does not now, or that failed before and fails differently now (another outcome or
+fingerprint), or a feature that was there and is gone. *Fixed* checks pass where they failed,
+*known* ones fail as before, *new* checks were not in the baseline, *missing* ones are not in
+this run. The gate passes when nothing regressed and nothing is missing.
+
+`python -m pytest_vllm.gate BASELINE RESULTS` gates a saved results file the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+_RED = ("failed", "error")
+
+
+@dataclass
+class Comparison:
+    regressions: list[tuple[str, str]] = field(default_factory=list)  # (check, how)
+    fixed: list[tuple[str, str]] = field(default_factory=list)
+    known: list[tuple[str, str]] = field(default_factory=list)
+    new: list[tuple[str, str]] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unchanged: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.regressions and not self.missing
+
+    def lines(self, baseline: str) -> list[str]:
+        """The gate's summary: a count line, then every check that is not plainly unchanged."""
+        verdict = "PASS" if self.ok else "FAIL"
+        lines = [
+            f"baseline {baseline}: {verdict}: {len(self.regressions)} regressions, {len(self.fixed)} fixed, "
+            f"{len(self.known)} known, {len(self.new)} new, {len(self.missing)} missing, "
+            f"{self.unchanged} unchanged"
+        ]
+        lines += [f"regression: {check}: {how}" for check, how in self.regressions]
+        lines += [f"missing: {check}: in the baseline, not in this run" for check in self.missing]
+        lines += [f"fixed: {check}: {how}" for check, how in self.fixed]
+        lines += [f"new: {check}: {outcome}" for check, outcome in self.new]
+        lines += [f"known: {check}: {fingerprint}" for check, fingerprint in self.known]
+        return lines
+
+
+def check_id(record: dict) -> str:
+    """A record's stable id; results files written before ids existed name checks by nodeid."""
+    if "id" in record:
+        return record["id"]
+    nodeid = record["nodeid"]
+    path, _, rest = nodeid.partition("::")
+    return f"suites/{path.rsplit('/', 1)[-1]}::{rest}" if "test_" in path else nodeid
+
+
+def load(path: str | Path) -> dict[str, dict]:
+    """The records of a results file by check id; a clear error if it is not one."""
+    try:
+        data = json.loads(Path(path).read_text())
+        return {check_id(record): record for record in data["checks"]}
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path} is not a pytest-vllm results file ({type(error).__name__}: {error})") from None
+
+
+def compare(baseline: dict[str, dict], current: dict[str, dict]) -> Comparison:
+    result = Comparison()
+    for check in sorted(baseline.keys() | current.keys()):
+        before, now = baseline.get(check), current.get(check)
+        if now is None:
+            result.missing.append(check)
+        elif before is None:
+            result.new.append((check, _describe(now)))
+        else:
+            _judge(result, check, before, now)
+    return result
+
+
+def _judge(result: Comparison, check: str, before: dict, now: dict) -> None:
+    was, is_ = before["outcome"], now["outcome"]
+    change = f"{was} → {_describe(now)}"
+    if is_ == "passed":
+        if was == "passed":
+            result.unchanged += 1
+        else:
+            result.fixed.append((check, f"{was} → passed"))
+    elif is_ in _RED:
+        if was == is_ and "fingerprint" not in before:
+            result.known.append((check, f"{now.get('fingerprint')} (the baseline recorded no fingerprint)"))
+        elif was == is_ and before["fingerprint"] == now.get("fingerprint"):
+            result.known.append((check, now["fingerprint"]))
+        elif was in _RED:
+            result.regressions.append(
+                (check, f"{was} differently: was «{before.get('fingerprint')}», now «{now.get('fingerprint')}»")
+            )
+        else:
+            result.regressions.append((check, change))
+    elif was in ("passed", *_RED) or (was == "unsupported" and is_ == "skipped"):
+        result.regressions.append((check, change))  # it was there, and is gone
+    else:
+        result.unchanged += 1
+
+
+def _describe(record: dict) -> str:
+    reason = record.get("reason") or record.get("message", "")
+    return f"{record['outcome']}: {reason}" if reason and record["outcome"] != "passed" else record["outcome"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m pytest_vllm.gate BASELINE RESULTS", file=sys.stderr)
+        return 2
+    try:
+        comparison = compare(load(args[0]), load(args[1]))
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
+    print("\n".join(comparison.lines(args[0])))
+    return 0 if comparison.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

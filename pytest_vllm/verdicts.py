@@ -1,0 +1,168 @@
+"""What a check's end means: the server's fault (`failed`) or our own (`error`), why, and how.
+
+A check fails only when the server's answer contradicts an expectation: an assertion of the
+check itself (or of a pytest-vllm assertion helper), an HTTP status the SDK refused, or a
+connection the server broke or left unanswered. Any other exception, including an assertion
+raised inside Hypothesis, the openai SDK or a strategy, is pytest-vllm's own error.
+
+Each verdict carries a one-line `reason` and a `fingerprint`: a short summary of *how* it
+failed, free of run noise (ports, paths, ids, timestamps, object reprs), so that two runs can
+be compared failure by failure. A check can set its fingerprint with `fingerprint(text)`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import pytest
+
+from pytest_vllm.outcomes import ServerFault
+
+OWN_ERROR = "pytest-vllm's own error (a bug in the check or the plugin, not a verdict on the server)"
+# pytest-vllm modules whose assertions are expectations on the server's answers.
+_ASSERTION_HELPERS = {"openapi.py", "sse.py", "constraints.py"}
+_PACKAGE = Path(__file__).resolve().parent
+_REASON_LIMIT = 300
+_FINGERPRINT_LIMIT = 200
+
+_NOISE = [
+    (re.compile(r"\bhttps?://[^/\s'\"]+(?=/)"), ""),  # scheme, host and port: the path stays
+    (re.compile(r"\bhttps?://[^/\s'\"]+"), "<server>"),
+    (re.compile(r"<([\w.]+) object at 0x[0-9a-fA-F]+>"), r"<\1 object>"),
+    (re.compile(r"\b0x[0-9a-fA-F]{6,}\b"), "0x…"),
+    (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"), "<uuid>"),
+    (re.compile(r"\b((?:chatcmpl|cmpl|embd|resp|req|msg|call|chatcmpl-tool)-)[A-Za-z0-9_-]{6,}"), r"\1…"),
+    (re.compile(r"\b[0-9a-f]{16,}\b"), "<hex>"),
+    (re.compile(r"(?:[\w.~-]*/)*(?:site-packages|dist-packages|\.cache|tmp|pytest-of-\w+)/[^\s'\":,)]*"), "<path>"),
+    (re.compile(r"\b(pid|process) \d+"), r"\1 <n>"),
+    (re.compile(r"\b1[6-9]\d{8}(?:\.\d+)?\b"), "<time>"),
+    (re.compile(r"-?\d+\.\d{5,}(?:e-?\d+)?"), "<float>"),
+]
+# A status followed by the body it came with: the fingerprint keeps the status only.
+_BODY_AFTER_STATUS = re.compile(r"\b((?:got|answered|answers|returned) \d{3})(?::| with)\s.*$")
+
+_explicit: dict[str, str] = {}
+
+
+def fingerprint(text: str) -> None:
+    """Say how the running check is failing, for comparison with other runs (e.g. `param=None`).
+
+    Call it before the assertion it describes; it holds only if the check then fails.
+    """
+    _explicit["fingerprint"] = text
+
+
+def reset() -> None:
+    _explicit.clear()
+
+
+def denoise(text: str) -> str:
+    """`text` without what changes from run to run: host and port, install paths, ids, times."""
+    for pattern, replacement in _NOISE:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+@dataclass
+class Verdict:
+    outcome: str  # "failed" (the server) or "error" (ours)
+    reason: str
+    fingerprint: str
+
+
+def judge(error: BaseException, tb: TracebackType | None, check_file: Path) -> Verdict:
+    """The verdict on a check that raised `error` in its body."""
+    outcome, reason, explicit = _classify(error, tb, check_file)
+    reason = _one_line(denoise(reason))
+    if outcome == "error":
+        reason = f"{OWN_ERROR}: {reason}"
+    if explicit is None:
+        explicit = _explicit.get("fingerprint") if outcome == "failed" else None
+    fp = denoise(explicit) if explicit is not None else _BODY_AFTER_STATUS.sub(r"\1", reason)
+    return Verdict(outcome, reason, fp[:_FINGERPRINT_LIMIT])
+
+
+def _classify(error: BaseException, tb: TracebackType | None, check_file: Path) -> tuple[str, str, str | None]:
+    import httpx
+    import openai
+
+    if isinstance(error, BaseExceptionGroup):
+        parts = [_classify(e, e.__traceback__, check_file) for e in error.exceptions]
+        outcome = "failed" if all(p[0] == "failed" for p in parts) else "error"
+        chosen = [p for p in parts if p[0] == outcome]
+        return outcome, " / ".join(p[1] for p in chosen), " / ".join(p[2] or p[1] for p in chosen)
+    fault = _server_fault(error)
+    if fault is not None:
+        return "failed", str(fault), getattr(fault, "fingerprint", None)
+    if isinstance(error, openai.APIStatusError):
+        request = error.response.request
+        return "failed", (f"the server answered {error.status_code} to {request.method} "
+                          f"{request.url.path}: {error.message}"), None
+    if isinstance(error, (openai.APITimeoutError, httpx.TimeoutException)):
+        return "failed", f"no answer within the request timeout: {_request_of(error)}", None
+    if isinstance(error, (openai.APIConnectionError, httpx.TransportError)):
+        return "failed", f"the connection to the server failed ({_request_of(error)}): {_cause(error)}", None
+    if isinstance(error, (AssertionError, pytest.fail.Exception)) and _raised_in_check(tb, check_file):
+        return "failed", _assertion_message(error), getattr(error, "fingerprint", None)
+    where = _innermost(tb)
+    return "error", f"{type(error).__name__}: {error} (raised at {where})", None
+
+
+def _server_fault(error: BaseException) -> ServerFault | None:
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, ServerFault):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _request_of(error: BaseException) -> str:
+    request = getattr(error, "request", None)
+    try:
+        return f"{request.method} {request.url.path}"
+    except (AttributeError, RuntimeError):
+        return "a request"
+
+
+def _cause(error: BaseException) -> str:
+    cause = error.__cause__ or error
+    return f"{type(cause).__name__}: {cause}"
+
+
+def _assertion_message(error: BaseException) -> str:
+    """The check's own message, without pytest's `assert ...` introspection below it."""
+    text = str(error.msg if isinstance(error, pytest.fail.Exception) else error)
+    own = text.split("\nassert ", 1)[0] if not text.startswith("assert ") else text
+    return own.strip() or "assertion failed"
+
+
+def _raised_in_check(tb: TracebackType | None, check_file: Path) -> bool:
+    path = Path(_innermost_frame(tb)).resolve() if tb else None
+    if path is None:
+        return False
+    return path == check_file.resolve() or (path.parent == _PACKAGE and path.name in _ASSERTION_HELPERS)
+
+
+def _innermost_frame(tb: TracebackType | None) -> str:
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb.tb_frame.f_code.co_filename if tb else ""
+
+
+def _innermost(tb: TracebackType | None) -> str:
+    last = tb
+    while last is not None and last.tb_next is not None:
+        last = last.tb_next
+    if last is None:
+        return "unknown"
+    return f"{Path(last.tb_frame.f_code.co_filename).name}:{last.tb_lineno}"
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(part.strip() for part in text.splitlines() if part.strip())
+    return line if len(line) <= _REASON_LIMIT else line[: _REASON_LIMIT - 1] + "…"
