@@ -69,6 +69,9 @@ class RetryingTransport(httpx.HTTPTransport):
             except _BROKEN as second:
                 fresh.close()
                 raise _fault(request, first, second) from second
+            except BaseException:
+                fresh.close()
+                raise
             self.recorder.connection_reset(request, first)
             return httpx.Response(response.status_code, headers=response.headers,
                                   stream=_Closing(response.stream, fresh), extensions=response.extensions)
@@ -89,6 +92,9 @@ class AsyncRetryingTransport(httpx.AsyncHTTPTransport):
             except _BROKEN as second:
                 await fresh.aclose()
                 raise _fault(request, first, second) from second
+            except BaseException:
+                await fresh.aclose()
+                raise
             self.recorder.connection_reset(request, first)
             return httpx.Response(response.status_code, headers=response.headers,
                                   stream=_AsyncClosing(response.stream, fresh), extensions=response.extensions)

@@ -91,7 +91,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     verdicts.reset()
     stopped = vllm.stopped()
     if stopped:
-        pytest.skip(f"not run: {stopped}")
+        pytest.skip(f"not run: {stopped}")  # no collateral failures after a server is gone
 
 
 @pytest.hookimpl(wrapper=True)
@@ -117,15 +117,23 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         verdict = verdicts.judge(error, call.excinfo.tb, item.path)
         gone = _server_gone(item, vllm, verdict)
         if gone:
-            verdict = verdicts.Verdict("failed", verdicts.denoise(gone), verdicts.denoise(gone))
-            vllm.stop_run(f"{gone} (during {report.vllm_id})")
             item.session.shouldstop = gone
+            if not vllm.stop_run(f"{gone} (during {report.vllm_id})"):
+                return _not_run(report, vllm.stopped())  # a neighbour's crash, not this check's
+            verdict = verdicts.Verdict("failed", verdicts.denoise(gone), verdicts.denoise(gone))
         if report.when == "call":
             report.vllm_outcome = verdict.outcome
         report.vllm_reason, report.vllm_fingerprint = verdict.reason, verdict.fingerprint
         if verdict.outcome == "error":
             report.sections.append(("pytest-vllm", verdict.reason))
         _explain_failure(item, report)
+    return report
+
+
+def _not_run(report: pytest.TestReport, why: str) -> pytest.TestReport:
+    report.outcome = "skipped"
+    report.longrepr = (str(report.location[0]), report.location[1] or 0, f"not run: {why}")
+    report.vllm_reason = verdicts.denoise(f"not run: {why}")
     return report
 
 

@@ -242,10 +242,18 @@ class VllmSession:
             return False
         return True
 
-    def stop_run(self, reason: str) -> None:
-        """Stop the run for every process: later checks end 'not run', with `reason`."""
+    def stop_run(self, reason: str) -> bool:
+        """Stop the run for every process: later checks end 'not run', with `reason`.
+
+        False if another check stopped it first (this one is then collateral, not a finding).
+        """
         self.shared_dir.mkdir(parents=True, exist_ok=True)
-        (self.shared_dir / "stopped").write_text(reason)
+        try:
+            with open(self.shared_dir / "stopped", "x") as marker:
+                marker.write(reason)
+        except FileExistsError:
+            return False
+        return True
 
     def stopped(self) -> str | None:
         try:

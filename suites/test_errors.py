@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from pytest_vllm.verdicts import fingerprint
+
 
 ROUTES = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
 MESSAGES = [{"role": "user", "content": "Hello"}]
@@ -142,6 +144,7 @@ def test_invalid_request_is_rejected(vllm_http, vllm_server, limits, case: Inval
     response = _send(vllm_http, vllm_server, limits, case)
     sent = response.request.content.decode()[:300]
     health = vllm_http.get("/health").status_code
+    fingerprint(f"answered {response.status_code}, /health {health}")
     assert response.status_code < 500, (
         f"an invalid request is the client's error: a 4xx, never {response.status_code}; "
         f"sent {sent}; got {response.text[:400]}"
@@ -156,8 +159,10 @@ def test_invalid_request_is_rejected(vllm_http, vllm_server, limits, case: Inval
 @pytest.mark.parametrize("case", [case for case in CASES if case.values[0].params])
 def test_rejection_names_the_offending_field(vllm_http, vllm_server, limits, case: Invalid):
     response = _send(vllm_http, vllm_server, limits, case)
+    fingerprint(f"answered {response.status_code}")
     assert 400 <= response.status_code < 500, f"expected a 4xx, got {response.status_code}: {response.text[:300]}"
     param = response.json()["error"].get("param")
+    fingerprint(f"param={param!r}")
     assert _names_a_field(param, case.params), (
         f"OpenAI's error sets `param` to the offending request field ({' or '.join(case.params)}); "
         f"vLLM sent param={param!r} with message {response.json()['error'].get('message', '')[:300]!r}"
@@ -169,8 +174,10 @@ def test_rejection_has_openai_error_envelope(vllm_http, vllm_server, limits, cas
     """OpenAI's envelope: {"error": {"message", "type", "param", "code"}}. (The field types are
     checked once against the ErrorResponse schema in test_schema.py.)"""
     response = _send(vllm_http, vllm_server, limits, case)
+    fingerprint(f"answered {response.status_code}")
     assert 400 <= response.status_code < 500, f"expected a 4xx, got {response.status_code}: {response.text[:300]}"
     error = response.json().get("error")
+    fingerprint(f"error object {sorted(error) if isinstance(error, dict) else type(error).__name__}")
     assert isinstance(error, dict), f"an OpenAI error body is {{'error': {{...}}}}, got {response.text[:300]}"
     missing = {"message", "type", "param", "code"} - error.keys()
     assert not missing, f"OpenAI's error object has message, type, param and code; missing {missing}: {error}"

@@ -6,12 +6,17 @@ and behaves as FAKE_VLLM_MODE says:
   crash    prints an error and exits 1 at once
   hang     never answers
   die      serves, then exits when any /v1/ path other than /v1/models is requested
+In every mode that serves, GET /v1/reset-once resets the first connection that asks (no
+answer) and answers 200 after; /v1/reset-always always resets; /v1/exit exits at once.
 Each start appends a line to $FAKE_VLLM_STARTS, if set, so tests can count launches.
 """
 
 import argparse
+import io
 import json
 import os
+import socket
+import struct
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,8 +43,17 @@ def main() -> None:
     name = args.served_model_name or args.model_flag or args.model
     key = os.environ.get("VLLM_API_KEY")
 
+    resets = []
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if self.path == "/v1/exit":
+                os._exit(3)
+            if self.path == "/v1/reset-always" or (self.path == "/v1/reset-once" and not resets):
+                resets.append(self.path)
+                return self.reset()
+            if self.path == "/v1/reset-once":
+                return self.reply(200, {"reset": len(resets)})
             if self.path.startswith("/v1") and key and self.headers.get("Authorization") != f"Bearer {key}":
                 return self.reply(401, {"error": "Unauthorized"})
             if self.path == "/health":
@@ -51,6 +65,13 @@ def main() -> None:
             if mode == "die":
                 os._exit(3)
             self.reply(404, {"detail": "Not Found"})
+
+        def reset(self) -> None:
+            """Close the connection with a TCP reset, answering nothing."""
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+            self.close_connection = True
+            self.wfile = io.BytesIO()  # what the handler flushes after this goes nowhere
 
         def reply(self, status: int, body: object) -> None:
             data = b"" if body is None else json.dumps(body).encode()

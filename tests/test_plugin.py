@@ -278,3 +278,109 @@ def test_interrupt_leaves_no_server_behind(pytester, fake_command, monkeypatch, 
     assert "KeyboardInterrupt" in output
     pid = int(starts.read_text().split()[0])
     assert not pid_alive(pid), f"{stop.name} left the server running"
+
+
+def test_reset_connection_is_retried_once_and_recorded(pytester, fake_server):
+    pytester.makepyfile("""
+        def test_reset_once(vllm_http):
+            assert vllm_http.get("/v1/models").status_code == 200
+            assert vllm_http.get("/v1/reset-once").json() == {"reset": 1}
+
+        def test_reset_always(vllm_http):
+            vllm_http.get("/v1/reset-always")
+
+        def test_after(vllm_http):
+            assert vllm_http.get("/v1/models").status_code == 200
+    """)
+    report = pytester.path / "report.json"
+    result = pytester.runpytest("--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123",
+                                "--vllm-report", str(report))
+    result.assert_outcomes(passed=2, failed=1)
+    checks = {c["id"].split("::")[1]: c for c in json.loads(report.read_text())["checks"]}
+    assert checks["test_reset_always"]["reason"].startswith(
+        "connection reset by the server: GET /v1/reset-always got no answer"), checks["test_reset_always"]
+    assert "Traceback" not in checks["test_reset_always"]["reason"]
+    [finding] = checks["test_reset_once"]["findings"]
+    assert finding["request"] == "GET /v1/reset-once" and finding["after"].startswith("GET /v1/models")
+    result.stdout.fnmatch_lines(["finding: *::test_reset_once: connection reset by the server, answered on "
+                                 "a fresh connection: GET /v1/reset-once*the request before it: GET /v1/models*"])
+
+
+def test_remote_server_gone_mid_run_is_one_reason_and_no_collateral(pytester, fake_server):
+    pytester.makepyfile("""
+        def test_1_ok(vllm_http):
+            assert vllm_http.get("/v1/models").status_code == 200
+
+        def test_2_server_exits(vllm_http):
+            vllm_http.get("/v1/exit")
+
+        def test_3_later(vllm_http):
+            assert vllm_http.get("/v1/models").status_code == 200
+
+        def test_4_later(vllm_http):
+            assert vllm_http.get("/v1/models").status_code == 200
+    """)
+    report = pytester.path / "report.json"
+    result = pytester.runpytest("--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123",
+                                "--vllm-report", str(report), "--vllm-request-timeout", "5")
+    result.assert_outcomes(passed=1, failed=1)
+    checks = {c["id"].split("::")[1]: c for c in json.loads(report.read_text())["checks"]}
+    assert checks["test_2_server_exits"]["reason"] == (
+        "the server served-a stopped answering during the run (connection refused)")
+    assert set(checks) == {"test_1_ok", "test_2_server_exits"}, "later checks are not run at all"
+    result.stdout.fnmatch_lines(["*Interrupted: the server served-a stopped answering during the run*"])
+
+
+def test_launched_server_dying_under_xdist_fails_one_check_only(pytester, fake_command, monkeypatch):
+    monkeypatch.setenv("FAKE_VLLM_MODE", "die")
+    pytester.makepyfile(**{
+        "test_a": "import time\n\ndef test_kills_it(vllm_http):\n    time.sleep(1)\n    vllm_http.get('/v1/die')\n",
+        **{f"test_{i}": "import time\n\ndef test_later(vllm_http):\n    time.sleep(2)\n    "
+                        "assert vllm_http.get('/v1/models').status_code == 200\n" for i in "bcdef"},
+    })
+    report = pytester.path / "report.json"
+    result = pytester.runpytest_subprocess(*launch_args(fake_command, "--vllm-request-timeout", "5"),
+                                           "-n", "2", "--vllm-report", str(report))
+    checks = json.loads(report.read_text())["checks"]
+    red = [c for c in checks if c["outcome"] in ("failed", "error")]
+    assert [c["id"] for c in red] == ["test_a.py::test_kills_it"], red
+    assert red[0]["reason"].startswith("the server fake-model died during the run (its process exited")
+    assert all(c["outcome"] in ("passed", "skipped") for c in checks if c not in red), checks
+    assert result.ret != 0
+
+
+def test_own_errors_are_errors_and_server_faults_are_failures(pytester, fake_server):
+    pytester.makepyfile(helper="def check(value):\n    assert value, 'a helper asserted'\n")
+    pytester.makepyfile(test_checks="""
+        import pytest
+        from helper import check
+        from pytest_vllm.verdicts import fingerprint
+
+        def test_server_wrong(vllm_http):
+            status = vllm_http.get("/v1/nothing").status_code
+            fingerprint(f"status {status}")
+            assert status == 200, f"expected 200, got {status}"
+
+        def test_key_error_of_ours(vllm_http):
+            {}["missing"]
+
+        def test_assertion_outside_the_check(vllm_http):
+            check(False)
+
+        def test_sdk_status(vllm_openai):
+            vllm_openai.completions.create(model="served-a", prompt="x")
+    """)
+    report = pytester.path / "report.json"
+    result = pytester.runpytest("--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123",
+                                "--vllm-report", str(report), "-p", "no:randomly")
+    result.assert_outcomes(failed=2, errors=2)
+    checks = {c["id"].split("::")[1]: c for c in json.loads(report.read_text())["checks"]}
+    assert checks["test_server_wrong"]["outcome"] == "failed"
+    assert checks["test_server_wrong"]["reason"] == "expected 200, got 404"
+    assert checks["test_server_wrong"]["fingerprint"] == "status 404"
+    assert checks["test_sdk_status"]["outcome"] == "failed"
+    assert checks["test_sdk_status"]["reason"].startswith("the server answered 501 to POST /v1/completions")
+    for name in ("test_key_error_of_ours", "test_assertion_outside_the_check"):
+        assert checks[name]["outcome"] == "error", checks[name]
+        assert checks[name]["reason"].startswith("pytest-vllm's own error"), checks[name]
+    assert "KeyError: 'missing' (raised at test_checks.py:" in checks["test_key_error_of_ours"]["reason"]
