@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import itertools
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -20,10 +22,11 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import httpx
 
+from pytest_vllm import progress
 from pytest_vllm.outcomes import VllmServerError
 
 LOG_TAIL_LINES = 40
@@ -206,6 +209,10 @@ class SubprocessLauncher:
                 "--seed", "0", *spec.serve_args]
 
     def start(self, spec: ServerSpec, workdir: Path, timeout: float) -> VllmServer:
+        with progress.step(workdir, f"starting vLLM for {spec.name}", done="ready"):
+            return self._start(spec, workdir, timeout)
+
+    def _start(self, spec: ServerSpec, workdir: Path, timeout: float) -> VllmServer:
         started = time.monotonic()
         port = free_port()
         argv = self.argv(spec, port)
@@ -244,7 +251,7 @@ class SubprocessLauncher:
             while time.monotonic() < deadline:
                 if process.poll() is not None:
                     raise VllmServerError(
-                        f"vLLM exited with code {process.returncode} before it was ready "
+                        f"{_root_cause_line(server)}vLLM exited with code {process.returncode} before it was ready "
                         f"({shlex.join(server.launch_args)}).\n"
                         f"Last lines of its log ({server.log_path}):\n{server.log_tail()}"
                     )
@@ -258,13 +265,66 @@ class SubprocessLauncher:
                     pass
                 time.sleep(_POLL_SECONDS)
         raise VllmServerError(
-            f"vLLM was not ready after {timeout:.0f} s ({shlex.join(server.launch_args)}). "
+            f"{_root_cause_line(server)}vLLM was not ready after {timeout:.0f} s ({shlex.join(server.launch_args)}). "
             f"Raise --vllm-startup-timeout if the model is large.\n"
             f"Last lines of its log ({server.log_path}):\n{server.log_tail()}"
         )
 
     def stop(self, server: VllmServer) -> None:
         stop_process_group(server.pid)
+
+
+_TAG = re.compile(r"\((?P<process>[\w-]+) pid=\d+\) ?")  # vLLM's "(EngineCore pid=12) "
+_LEVEL = re.compile(r"(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) \d\d-\d\d [\d:.]+ \[[^\]]*\] ")
+_FRAME = re.compile(r'File "(?:.*/site-packages/)?(?P<file>[^"]+)", line (?P<line>\d+)')
+
+
+def root_cause(log_text: str) -> str | None:
+    """The exception that ended the first traceback of vLLM's engine in `log_text` (else of any
+    process), as "Type: message", or None when the log holds no traceback."""
+    first = None
+    for process, cause in _tracebacks(log_text):
+        if process.startswith("EngineCore"):
+            return cause
+        first = first or cause
+    return first
+
+
+def _tracebacks(log_text: str) -> Iterator[tuple[str, str]]:
+    """(process, exception line) of every traceback in a vLLM log, in order."""
+    lines = []
+    for raw in log_text.split("\n"):
+        tag = _TAG.match(raw)
+        text = raw[tag.end():] if tag else raw
+        level = _LEVEL.match(text)
+        lines.append((tag["process"] if tag else "", text[level.end():] if level else text))
+    for start, (process, text) in enumerate(lines):
+        if text.strip() != "Traceback (most recent call last):":
+            continue
+        body = (text for p, text in itertools.islice(lines, start + 1, None) if p == process)
+        frame = code = None
+        for text in body:
+            if not text.startswith(" "):
+                break
+            if match := _FRAME.search(text):
+                frame, code = match, None
+            elif code is None and set(text.strip()) - set("^~"):
+                code = text.strip()
+        else:
+            continue
+        if text.rstrip().endswith(":"):  # the message goes on below
+            text = f"{text.rstrip()} {next(body, '').strip()}"
+        elif ":" not in text and frame:  # a bare exception: say where it was raised
+            text += f" at {frame['file']}:{frame['line']}" + (f": {code}" if code else "")
+        yield process, text.strip()
+
+
+def _root_cause_line(server: VllmServer) -> str:
+    try:
+        cause = root_cause(redact(Path(server.log_path).read_text(errors="replace"), server.api_key))
+    except (OSError, TypeError):
+        return ""
+    return f"root cause: {cause}\n" if cause else ""
 
 
 def stop_process_group(pid: int | None, grace: float = 20.0) -> None:

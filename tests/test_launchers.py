@@ -57,3 +57,5 @@ def test_broken_model_directory_fails_fast_with_vllms_own_error(tmp_path):
     message = str(error.value)
     assert "vLLM exited with code" in message, "a dead process fails at once, not at the timeout"
     assert "hidden_size" in message, "the message carries vLLM's own error from its log"
+    first = message.splitlines()[0]
+    assert first.startswith("root cause: ") and "hidden_size" in first, "the message starts with the root cause"
