@@ -113,9 +113,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         report.vllm_reason = verdicts.denoise(str(error).splitlines()[0])
         if vllm.main_unavailable:
             item.session.shouldstop = "no vLLM server to test"
-    elif report.failed and _is_vllm_check(item):
-        verdict = verdicts.judge(error, call.excinfo.tb, item.path)
-        gone = _server_gone(item, vllm, verdict)
+    elif report.failed and call.excinfo is not None:
+        verdict = verdicts.judge(error, call.excinfo.tb, item.path, _is_vllm_check(item))
+        gone = _is_vllm_check(item) and _server_gone(item, vllm, verdict)
         if gone:
             item.session.shouldstop = gone
             if not vllm.stop_run(f"{gone} (during {report.vllm_id})"):

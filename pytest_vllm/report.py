@@ -114,7 +114,7 @@ class ReportPlugin:
             return
         settings = self.vllm.settings
         servers = self.vllm.servers_seen()
-        if not (servers or settings.report or settings.url):
+        if not (servers or settings.report or settings.url or settings.baseline):
             return
         write = terminalreporter.write_line
         terminalreporter.section("vllm conformance")

@@ -73,9 +73,12 @@ class Verdict:
     fingerprint: str
 
 
-def judge(error: BaseException, tb: TracebackType | None, check_file: Path) -> Verdict:
-    """The verdict on a check that raised `error` in its body."""
+def judge(error: BaseException, tb: TracebackType | None, check_file: Path, server_check: bool = True) -> Verdict:
+    """The verdict on a check that raised `error` in its body; for a test that is no check of a
+    server (`server_check` False), only its reason and fingerprint: pytest's outcome stands."""
     outcome, reason, explicit = _classify(error, tb, check_file)
+    if not server_check:
+        outcome = "failed"
     reason = _one_line(denoise(reason))
     if outcome == "error":
         reason = f"{OWN_ERROR}: {reason}"

@@ -1,0 +1,113 @@
+"""The baseline gate: comparing verdicts check by check, and the exit status it gives a run."""
+
+import json
+
+import pytest
+
+from pytest_vllm import gate
+
+CHECKS = """
+import os
+import pytest
+
+def test_stays():
+    pass
+
+def test_known():
+    assert False, "param=None"
+
+def test_changes():
+    assert False, os.environ.get("HOW", "answered 500")
+
+def test_fixed():
+    pass
+"""
+
+
+def results(**outcomes):
+    """A results file's records: name=(outcome, fingerprint)."""
+    return {"checks": [{"id": f"test_checks.py::{name}", "outcome": outcome, "fingerprint": fp, "reason": fp}
+                       for name, (outcome, fp) in outcomes.items()]}
+
+
+BASELINE = results(test_stays=("passed", ""), test_known=("failed", "param=None"),
+                   test_changes=("failed", "answered 500"), test_fixed=("failed", "answered 200"),
+                   test_gone=("passed", ""))
+
+
+@pytest.mark.parametrize(
+    ("before", "now", "category"),
+    [
+        ("passed", "passed", "unchanged"),
+        ("passed", "failed", "regressions"),
+        ("passed", "unsupported", "regressions"),
+        ("passed", "error", "regressions"),
+        ("failed", "passed", "fixed"),
+        ("failed", "unsupported", "regressions"),
+        ("unsupported", "unsupported", "unchanged"),
+        ("unsupported", "passed", "fixed"),
+        ("unsupported", "failed", "regressions"),
+    ],
+)
+def test_outcome_changes(before, now, category):
+    comparison = gate.compare({"c": {"outcome": before, "fingerprint": "x"}}, {"c": {"outcome": now, "fingerprint": "x"}})
+    counts = {name: len(getattr(comparison, name)) for name in ("regressions", "fixed", "known", "new", "missing")}
+    counts["unchanged"] = comparison.unchanged
+    assert counts[category] == 1 and sum(counts.values()) == 1, counts
+
+
+def test_same_failure_is_known_and_another_fingerprint_is_a_regression():
+    before = {"c": {"outcome": "failed", "fingerprint": "answered 500"}}
+    assert gate.compare(before, {"c": {"outcome": "failed", "fingerprint": "answered 500"}}).ok
+    changed = gate.compare(before, {"c": {"outcome": "failed", "fingerprint": "answered 502"}})
+    assert not changed.ok
+    assert changed.regressions == [("c", "failed differently: was «answered 500», now «answered 502»")]
+
+
+def test_results_written_before_ids_existed_are_read_by_nodeid(tmp_path):
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"checks": [{"nodeid": "test_chat.py::test_x[a/b]", "outcome": "passed"}]}))
+    assert list(gate.load(path)) == ["suites/test_chat.py::test_x[a/b]"]
+
+
+def test_the_run_exit_status_is_the_gates(pytester, monkeypatch):
+    pytester.makepyfile(test_checks=CHECKS)
+    baseline = pytester.path / "baseline.json"
+    baseline.write_text(json.dumps(BASELINE))
+    report = pytester.path / "report.json"
+    result = pytester.runpytest("--vllm-baseline", str(baseline), "--vllm-report", str(report))
+    assert result.ret == 1, "test_gone is missing"
+    result.stdout.fnmatch_lines([
+        "baseline *baseline.json: FAIL: 0 regressions, 1 fixed, 2 known, 0 new, 1 missing, 1 unchanged",
+        "missing: test_checks.py::test_gone: in the baseline, not in this run",
+        "fixed: test_checks.py::test_fixed: failed → passed",
+        "known: test_checks.py::test_changes: answered 500",
+        "known: test_checks.py::test_known: param=None",
+    ])
+    assert json.loads(report.read_text())["gate"]["ok"] is False
+
+    del BASELINE["checks"][-1]  # no longer missing: the known failures alone leave the gate green
+    baseline.write_text(json.dumps(BASELINE))
+    assert pytester.runpytest("--vllm-baseline", str(baseline)).ret == 0
+
+    monkeypatch.setenv("HOW", "answered 502")  # a known deviation failing differently
+    result = pytester.runpytest("--vllm-baseline", str(baseline))
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["regression: test_checks.py::test_changes: failed differently: "
+                                 "was «answered 500», now «answered 502»"])
+
+
+def test_gate_command_on_two_files(tmp_path, capsys):
+    (tmp_path / "a.json").write_text(json.dumps(BASELINE))
+    (tmp_path / "b.json").write_text(json.dumps(results(test_stays=("failed", "answered 500"))))
+    assert gate.main([str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 1
+    out = capsys.readouterr().out
+    assert "regression: test_checks.py::test_stays: passed → failed: answered 500" in out
+    assert gate.main([str(tmp_path / "a.json"), str(tmp_path / "missing.json")]) == 2
+
+
+def test_bad_baseline_is_a_usage_error(pytester):
+    (pytester.path / "not-results.json").write_text("[1, 2]")
+    result = pytester.runpytest("--vllm-baseline", "not-results.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--vllm-baseline (--vllm-baseline): not-results.json is not a pytest-vllm results file*"])
