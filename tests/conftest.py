@@ -1,6 +1,9 @@
 import os
 import shlex
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpcore  # noqa: F401
@@ -36,3 +39,31 @@ def pid_alive(pid: int) -> bool:
         return False
     stat = Path(f"/proc/{pid}/stat")
     return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def fake_server(fake_command, tmp_path):
+    """A running fake server with an API key, for the remote (--vllm-url) path."""
+    port = closed_port()
+    env = {**os.environ, "VLLM_API_KEY": "sekrit-key-123"}
+    process = subprocess.Popen(
+        [sys.executable, fake_command.split()[-1], "--model", "served-a", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield url
+    process.kill()
+    process.wait()

@@ -4,27 +4,18 @@ Servers here are the fake in fake_vllm.py: these tests are about the plugin, not
 """
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import pid_alive
+from conftest import closed_port, pid_alive
 
 USES_SERVER = """
 def test_uses_server(vllm_server, vllm_http):
     assert vllm_http.get("/health").status_code == 200
 """
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_option_precedence_cli_over_env_over_ini(pytester, monkeypatch):
@@ -81,28 +72,6 @@ def test_unreachable_url_is_one_clear_error_and_stops(pytester):
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([f"*Cannot reach a vLLM server at {url}*--vllm-url is right*"])
     assert "Traceback" not in result.stdout.str()
-
-
-@pytest.fixture
-def fake_server(fake_command, tmp_path):
-    """A running fake server with an API key, for the remote (--vllm-url) path."""
-    port = closed_port()
-    env = {**os.environ, "VLLM_API_KEY": "sekrit-key-123"}
-    process = subprocess.Popen(
-        [sys.executable, fake_command.split()[-1], "--model", "served-a", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    yield url
-    process.kill()
-    process.wait()
 
 
 @pytest.mark.parametrize("key", [None, "wrong-key"], ids=["no-key", "wrong-key"])
