@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from pytest_vllm.launchers import VllmServer
 
 SESSION = pytest.StashKey[VllmSession]()
+TICKER = pytest.StashKey[Any]()
 _EXCHANGES_SHOWN = 3
 
 
@@ -44,10 +45,21 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION] = vllm
     if not workerinput:
         config.pluginmanager.register(ReportPlugin(vllm), "vllm-report")
+        if vllm.settings.url is None:  # models to build and servers to start: say so as it happens
+            from pytest_vllm.progress import Ticker
+
+            config.stash[TICKER] = Ticker(shared_dir, lambda line: _write_line(config, line)).start()
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
             # A CI timeout's SIGTERM unwinds like Ctrl-C, so launched servers are stopped.
             signal.signal(signal.SIGTERM, _interrupt)
             config.add_cleanup(lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+
+
+def _write_line(config: pytest.Config, line: str) -> None:
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    if terminal is not None:
+        terminal.write_line(line)
+        terminal.flush()
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -182,7 +194,11 @@ def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, tuple
     return None
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    ticker = session.config.stash.get(TICKER, None)
+    if ticker is not None:
+        ticker.stop()  # what is left to say comes before the summary
     session.config.stash[SESSION].close()
 
 
