@@ -76,6 +76,13 @@ class VllmServer:
             return ""
         return redact(_tail(Path(self.log_path), lines), self.api_key)
 
+    def root_cause(self) -> str | None:
+        """The engine's own exception in a launched server's log, if it holds one (key redacted)."""
+        try:
+            return root_cause(redact(Path(self.log_path).read_text(errors="replace"), self.api_key))
+        except (OSError, TypeError):
+            return None
+
     def is_alive(self) -> bool:
         """False once a launched process has exited (a remote server is assumed alive)."""
         if self.pid is None:
@@ -320,10 +327,7 @@ def _tracebacks(log_text: str) -> Iterator[tuple[str, str]]:
 
 
 def _root_cause_line(server: VllmServer) -> str:
-    try:
-        cause = root_cause(redact(Path(server.log_path).read_text(errors="replace"), server.api_key))
-    except (OSError, TypeError):
-        return ""
+    cause = server.root_cause()
     return f"root cause: {cause}\n" if cause else ""
 
 

@@ -158,7 +158,9 @@ def _server_gone(item: pytest.Item, vllm: VllmSession, verdict: verdicts.Verdict
     """Why the check's server is gone, if it is: its process exited, or it no longer answers."""
     for server in _servers_of(item, vllm):
         if not server.is_alive():
-            return f"the server {server.model} died during the run (its process exited; log: {server.log_path})"
+            cause = server.root_cause()
+            return (f"the server {server.model} died during the run" + (f": root cause: {cause}" if cause else "")
+                    + f" (its process exited; log: {server.log_path})")
         if verdict.outcome == "failed" and ("connection" in verdict.reason or "no answer" in verdict.reason):
             if not vllm.answers(server):
                 return f"the server {server.model} stopped answering during the run (connection refused)"

