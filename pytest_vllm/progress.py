@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 import uuid
@@ -42,6 +43,17 @@ def step(shared_dir: str | Path | None, what: str, done: str = "done") -> Iterat
         report(shared_dir, f"{what}: failed after {time.monotonic() - started:.0f} s", end=token)
         raise
     report(shared_dir, f"{what}: {done} in {time.monotonic() - started:.0f} s", end=token)
+
+
+def console(fallback: Callable[[str], object]) -> Callable[[str], object]:
+    """A line writer to this process's stdout as it is now, through a copy of its file descriptor:
+    pytest's capture of a running test's output (which redirects fd 1 itself) does not swallow it.
+    Make it at configure time, when nothing is captured; `fallback` where stdout has no descriptor."""
+    try:
+        stream = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1, errors="replace")
+    except (AttributeError, OSError, ValueError):  # e.g. an in-process pytester run's stdout
+        return fallback
+    return lambda line: stream.write(line + "\n")
 
 
 class Ticker:

@@ -1,5 +1,7 @@
 """The progress log and its ticker: what the terminal says while models build and servers start."""
 
+import io
+import os
 import threading
 
 import pytest
@@ -71,6 +73,22 @@ def test_the_thread_ticks_every_interval_and_stop_prints_the_rest(tmp_path):
     ticker.stop()
     assert lines[0] == "vllm: starting vLLM for tiny-chat"
     assert lines[-1].startswith("vllm: starting vLLM for tiny-chat: ready in ")
+
+
+def test_console_writes_where_stdout_was_when_it_was_made(tmp_path, monkeypatch):
+    terminal = open(tmp_path / "terminal", "w")
+    monkeypatch.setattr("sys.stdout", terminal)
+    write = progress.console(fallback=None)
+    with open(tmp_path / "captured", "w") as captured:
+        os.dup2(captured.fileno(), terminal.fileno())  # what pytest's fd capture does to fd 1
+    write("vllm: still starting vLLM for tiny-chat (5 s)")
+    assert (tmp_path / "terminal").read_text() == "vllm: still starting vLLM for tiny-chat (5 s)\n"
+    assert (tmp_path / "captured").read_text() == ""
+
+
+def test_console_falls_back_where_stdout_has_no_file_descriptor(monkeypatch):
+    monkeypatch.setattr("sys.stdout", io.StringIO())
+    assert progress.console(fallback=print) is print
 
 
 def test_without_a_shared_folder_nothing_is_written(tmp_path):
