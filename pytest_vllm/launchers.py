@@ -216,7 +216,8 @@ class SubprocessLauncher:
                 "--seed", "0", *spec.serve_args]
 
     def start(self, spec: ServerSpec, workdir: Path, timeout: float) -> VllmServer:
-        with progress.step(workdir, f"starting vLLM for {spec.name}", done="ready"):
+        keyed = " (with an API key)" if spec.api_key else ""
+        with progress.step(workdir, f"starting vLLM for {spec.name}{keyed}", done="ready"):
             return self._start(spec, workdir, timeout)
 
     def _start(self, spec: ServerSpec, workdir: Path, timeout: float) -> VllmServer:

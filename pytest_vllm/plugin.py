@@ -14,6 +14,7 @@ import pytest
 
 from pytest_vllm import settings as _settings
 from pytest_vllm import verdicts
+from pytest_vllm.cli import suites_dir
 from pytest_vllm.outcomes import Unsupported, VllmServerError
 from pytest_vllm.report import ReportPlugin, check_id
 from pytest_vllm.session import VllmSession, new_shared_dir
@@ -39,6 +40,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "vllm_requires(*capabilities): the check needs these server capabilities; "
         "it ends 'unsupported' on a server without them.",
     )
+    if config.rootpath == suites_dir().parent:  # `pytest-vllm`: the terminal shows check ids too
+        config.cwd_relative_nodeid = lambda nodeid: nodeid  # type: ignore[method-assign]
     workerinput = getattr(config, "workerinput", None)
     shared_dir = workerinput["vllm_shared_dir"] if workerinput else new_shared_dir()
     vllm = VllmSession(_settings.resolve(config), shared_dir, owner=not workerinput)
@@ -46,9 +49,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if not workerinput:
         config.pluginmanager.register(ReportPlugin(vllm), "vllm-report")
         if vllm.settings.url is None:  # models to build and servers to start: say so as it happens
-            from pytest_vllm.progress import Ticker
+            from pytest_vllm.progress import Ticker, console
 
-            config.stash[TICKER] = Ticker(shared_dir, lambda line: _write_line(config, line)).start()
+            write = console(lambda line: _write_line(config, line))  # shown while a check runs
+            config.stash[TICKER] = Ticker(shared_dir, write).start()
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
             # A CI timeout's SIGTERM unwinds like Ctrl-C, so launched servers are stopped.
             signal.signal(signal.SIGTERM, _interrupt)

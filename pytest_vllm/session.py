@@ -132,7 +132,7 @@ class VllmSession:
             return ServerSpec(s.model, serve_args=s.serve_arg, api_key=s.api_key)
         from pytest_vllm import fixture_models
 
-        path = fixture_models.build(fixture_model)
+        path = fixture_models.build(fixture_model, progress_dir=self.shared_dir)
         args = tuple(fixture_models.serve_args(fixture_model, path)) + s.serve_arg
         return ServerSpec(str(path), fixture_model, args, EMBEDDED_ENV, s.api_key)
 

@@ -12,6 +12,7 @@ be compared failure by failure. A check can set its fingerprint with `fingerprin
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +36,11 @@ _NOISE = [
     (re.compile(r"\b0x[0-9a-fA-F]{6,}\b"), "0x…"),
     (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"), "<uuid>"),
     (re.compile(r"\b((?:chatcmpl|cmpl|embd|resp|req|msg|call|chatcmpl-tool)-)[A-Za-z0-9_-]{6,}"), r"\1…"),
+    (re.compile(r"-?\d+\.\d{5,}(?:e-?\d+)?"), "<float>"),
     (re.compile(r"\b[0-9a-f]{16,}\b"), "<hex>"),
     (re.compile(r"(?:[\w.~-]*/)*(?:site-packages|dist-packages|\.cache|tmp|pytest-of-\w+)/[^\s'\":,)]*"), "<path>"),
     (re.compile(r"\b(pid|process) \d+"), r"\1 <n>"),
     (re.compile(r"\b1[6-9]\d{8}(?:\.\d+)?\b"), "<time>"),
-    (re.compile(r"-?\d+\.\d{5,}(?:e-?\d+)?"), "<float>"),
 ]
 # A status followed by the body it came with: the fingerprint keeps the status only.
 _BODY_AFTER_STATUS = re.compile(r"\b((?:got|answered|answers|returned) \d{3})(?::| with)\s.*$")
@@ -85,7 +86,7 @@ def judge(error: BaseException, tb: TracebackType | None, check_file: Path, serv
     if explicit is None:
         explicit = _explicit.get("fingerprint") if outcome == "failed" else None
     fp = denoise(explicit) if explicit is not None else _BODY_AFTER_STATUS.sub(r"\1", reason)
-    return Verdict(outcome, reason, fp[:_FINGERPRINT_LIMIT])
+    return Verdict(outcome, reason, _short(fp))
 
 
 def _classify(error: BaseException, tb: TracebackType | None, check_file: Path) -> tuple[str, str, str | None]:
@@ -164,6 +165,15 @@ def _innermost(tb: TracebackType | None) -> str:
     if last is None:
         return "unknown"
     return f"{Path(last.tb_frame.f_code.co_filename).name}:{last.tb_lineno}"
+
+
+def _short(fingerprint: str) -> str:
+    """At most `_FINGERPRINT_LIMIT` characters; a longer one keeps its head and a hash of the whole,
+    so that a change anywhere in it still shows."""
+    if len(fingerprint) <= _FINGERPRINT_LIMIT:
+        return fingerprint
+    digest = hashlib.sha256(fingerprint.encode()).hexdigest()[:10]
+    return f"{fingerprint[:_FINGERPRINT_LIMIT - 14]}… #{digest}"
 
 
 def _one_line(text: str) -> str:
