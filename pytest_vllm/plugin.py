@@ -34,6 +34,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     _settings.add_options(parser)
 
 
+@pytest.hookimpl(trylast=True)  # after the terminal reporter is there
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
@@ -42,6 +43,9 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     if config.rootpath == suites_dir().parent:  # `pytest-vllm`: the terminal shows check ids too
         config.cwd_relative_nodeid = lambda nodeid: nodeid  # type: ignore[method-assign]
+        terminal = config.pluginmanager.get_plugin("terminalreporter")
+        if terminal is not None:
+            terminal.startpath = config.rootpath  # file names in the progress lines
     workerinput = getattr(config, "workerinput", None)
     shared_dir = workerinput["vllm_shared_dir"] if workerinput else new_shared_dir()
     vllm = VllmSession(_settings.resolve(config), shared_dir, owner=not workerinput)

@@ -109,8 +109,10 @@ def _classify(error: BaseException, tb: TracebackType | None, check_file: Path) 
         return "failed", f"no answer within the request timeout: {_request_of(error)}", None
     if isinstance(error, (openai.APIConnectionError, httpx.TransportError)):
         return "failed", f"the connection to the server failed ({_request_of(error)}): {_cause(error)}", None
-    if isinstance(error, (AssertionError, pytest.fail.Exception)) and _raised_in_check(tb, check_file):
+    if isinstance(error, AssertionError) and _raised_in_check(tb, check_file):
         return "failed", _assertion_message(error), getattr(error, "fingerprint", None)
+    if isinstance(error, pytest.fail.Exception) and _called_from_check(tb, check_file):
+        return "failed", _assertion_message(error), None  # pytest.fail(), or pytest.raises' "DID NOT RAISE"
     where = _innermost(tb)
     return "error", f"{type(error).__name__}: {error} (raised at {where})", None
 
@@ -145,17 +147,25 @@ def _assertion_message(error: BaseException) -> str:
     return own.strip() or "assertion failed"
 
 
-def _raised_in_check(tb: TracebackType | None, check_file: Path) -> bool:
-    path = Path(_innermost_frame(tb)).resolve() if tb else None
-    if path is None:
-        return False
+def _is_check_code(filename: str, check_file: Path) -> bool:
+    path = Path(filename).resolve()
     return path == check_file.resolve() or (path.parent == _PACKAGE and path.name in _ASSERTION_HELPERS)
 
 
-def _innermost_frame(tb: TracebackType | None) -> str:
+def _raised_in_check(tb: TracebackType | None, check_file: Path) -> bool:
+    """An assertion is the check's when the check (or an assertion helper) raised it itself."""
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
-    return tb.tb_frame.f_code.co_filename if tb else ""
+    return tb is not None and _is_check_code(tb.tb_frame.f_code.co_filename, check_file)
+
+
+def _called_from_check(tb: TracebackType | None, check_file: Path) -> bool:
+    """pytest's own `fail` is the check's when the check called it (directly or via pytest.raises)."""
+    while tb is not None:
+        if _is_check_code(tb.tb_frame.f_code.co_filename, check_file):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _innermost(tb: TracebackType | None) -> str:

@@ -67,3 +67,18 @@ def fake_server(fake_command, tmp_path):
     yield url
     process.kill()
     process.wait()
+
+
+@pytest.fixture(scope="module")
+def real_vllm_turn(tmp_path_factory):
+    """Held while a module's real vLLM servers live: the xdist workers of one session take turns, so
+    test_faults.py's 3 servers and test_conformance.py's 4 (~3 GB each) never run at once on 24 GB.
+    (`--dist loadgroup` cannot do it: under pytest 9.2 xdist 3.8's group suffix no longer reaches the
+    nodeid, so marked groups are split across workers.) Only modules that take it wait for each other."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield  # one process runs the modules one after the other anyway
+        return
+    from filelock import FileLock
+
+    with FileLock(str(tmp_path_factory.getbasetemp().parent / "real-vllm.lock")):
+        yield

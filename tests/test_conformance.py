@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(real_vllm_turn, tmp_path_factory):
     """The suites' run; its results file is kept as ./pytest-vllm-report.json (a CI artifact)."""
     folder = tmp_path_factory.mktemp("conformance")
     report = Path.cwd() / "pytest-vllm-report.json"

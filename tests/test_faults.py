@@ -59,37 +59,29 @@ class Case:
     select: str  # a -k expression, within the module
     fails: tuple[str, ...]
     reason: str = ""  # a fragment the first failing check's message holds
-    xfail: str = ""  # why the check cannot fail today (a finding), if it cannot
 
     @property
     def id(self) -> str:
-        return f"{self.module}-{self.fault}" + ("-" + self.fails[0].split("::")[1] if self.xfail else "")
+        return f"{self.module}-{self.fault}-{self.fails[0].split('::')[1].split('[')[0].removeprefix('test_')}"
 
     @property
     def param(self):
-        marks = [pytest.mark.xfail(strict=True, reason=self.xfail)] if self.xfail else []
-        return pytest.param(self, id=self.id, marks=marks)
+        return pytest.param(self, id=self.id)
 
     @property
     def keyword(self) -> str:
         return f"test_{self.module}.py and ({self.select})"
 
 
-def case(module, fault, server, select, *fails, reason="", xfail=""):
-    return Case(module, fault, server, select, tuple(f"test_{module}.py::{f}" for f in fails), reason, xfail)
-
-
-# A finding: `pytest.raises` that does not raise fails from inside pytest (_pytest/outcomes.py), so
-# pytest_vllm.verdicts labels it pytest-vllm's own error; the check can end `error`, never `failed`.
-SDK_RAISES = ("test_auth.py::test_sdk_raises_authentication_error ends 'error', not 'failed', when the SDK "
-              "is not refused: pytest.raises' 'DID NOT RAISE' is judged pytest-vllm's own error")
+def case(module, fault, server, select, *fails, reason=""):
+    return Case(module, fault, server, select, tuple(f"test_{module}.py::{f}" for f in fails), reason)
 
 
 CASES = [
     case("auth", "any-bearer-key-accepted", CHAT, "wrong-key",
          "test_without_the_right_key_is_401[wrong-key-*]", reason="must be refused with 401"),
     case("auth", "any-bearer-key-accepted", CHAT, "test_sdk_raises_authentication_error",
-         "test_sdk_raises_authentication_error", xfail=SDK_RAISES),
+         "test_sdk_raises_authentication_error", reason="AuthenticationError"),
     case("auth", "metrics-behind-the-key", CHAT, "test_path_open_without_a_key",
          "test_path_open_without_a_key[metrics]", reason="stays open"),
     case("chat", "max_completion_tokens-ignored", CHAT, "test_length_limit_is_exact_with_ignore_eos",
@@ -194,7 +186,7 @@ SERVERS = (CHAT, VISION, EMBED)
 def _table() -> str:
     rows = ["| suite module | fault | a check it makes fail | the real-world bug it imitates |", "|---|---|---|---|"]
     for c in CASES:
-        check = c.fails[0].split("::", 1)[1] + (" (ends `error` today: a finding)" if c.xfail else "")
+        check = c.fails[0].split("::", 1)[1]
         rows.append(f"| test_{c.module}.py | `{c.fault}` | `{check}` | {faults.describe(c.fault)} |")
     return "\n".join(rows)
 
@@ -269,21 +261,6 @@ def _adapters(url: str, api_key: str | None) -> tuple[str, ...]:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     data = httpx.get(f"{url}/v1/models", headers=headers, timeout=30).json()["data"]
     return tuple(entry["id"] for entry in data if entry.get("parent"))
-
-
-@pytest.fixture(scope="module")
-def real_vllm_turn(tmp_path_factory):
-    """Held while this module's servers live: the xdist workers of one session take turns, so this
-    module's 3 servers and test_conformance.py's 4 (~3 GB each) never run at once on a 24 GB machine.
-    (`--dist loadgroup` cannot do it: under pytest 9.2 xdist 3.8's group suffix no longer reaches the
-    nodeid, so marked groups are split across workers.) Only modules that take it wait for each other."""
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        yield  # one process runs the modules one after the other anyway
-        return
-    from filelock import FileLock
-
-    with FileLock(str(tmp_path_factory.getbasetemp().parent / "real-vllm.lock")):
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -468,7 +445,7 @@ def test_same_checks_pass_without_a_fault(runs, record_property, name):
     """Through the same proxy with no fault, every check a fault makes fail passes."""
     run = runs.result(f"no-fault-{name}")
     record_property("run_seconds", round(run.seconds, 1))
-    patterns = [p for c in CASES if c.server == name for p in c.fails]  # xfail ones too: they pass here
+    patterns = [p for c in CASES if c.server == name for p in c.fails]
     missing = [p for p in patterns if not matching(run.checks, p)]
     assert not missing, f"these checks did not run: {missing}\n{run.output}"
     targeted = {n: check for p in patterns for n, check in matching(run.checks, p).items()}
@@ -481,7 +458,7 @@ def test_every_fault_of_the_catalogue_is_used():
     assert used <= set(faults.FAULTS), f"cases name unknown faults: {used - set(faults.FAULTS)}"
     assert set(faults.FAULTS) <= used, f"faults no case uses: {set(faults.FAULTS) - used}"
     modules = {path.stem.removeprefix("test_") for path in suites_path().glob("test_*.py")}
-    assert modules == {c.module for c in CASES if not c.xfail}, "every suite module needs a fault that fails it"
+    assert modules == {c.module for c in CASES}, "every suite module needs a fault that fails it"
 
 
 def suites_path() -> Path:
