@@ -134,8 +134,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         if vllm.main_unavailable:
             item.session.shouldstop = "no vLLM server to test"
     elif report.failed and call.excinfo is not None:
-        verdict = verdicts.judge(error, call.excinfo.tb, item.path, _is_vllm_check(item))
-        gone = _is_vllm_check(item) and _server_gone(item, vllm, verdict)
+        server_check = _is_vllm_check(item)
+        verdict = verdicts.judge(error, call.excinfo.tb, item.path, server_check)
+        gone = server_check and _server_gone(item, vllm, verdicts.lost_contact(error))
         if gone:
             item.session.shouldstop = gone
             if not vllm.stop_run(f"{gone} (during {report.vllm_id})"):
@@ -162,16 +163,16 @@ def _is_vllm_check(item: pytest.Item) -> bool:
     return any(name.startswith("vllm") for name in getattr(item, "fixturenames", ()))
 
 
-def _server_gone(item: pytest.Item, vllm: VllmSession, verdict: verdicts.Verdict) -> str | None:
-    """Why the check's server is gone, if it is: its process exited, or it no longer answers."""
+def _server_gone(item: pytest.Item, vllm: VllmSession, lost_contact: bool) -> str | None:
+    """Why the check's server is gone, if it is: its process exited, or (when the check lost
+    contact with it) it no longer answers."""
     for server in _servers_of(item, vllm):
         if not server.is_alive():
             cause = server.root_cause()
             return (f"the server {server.model} died during the run" + (f": root cause: {cause}" if cause else "")
                     + f" (its process exited; log: {server.log_path})")
-        if verdict.outcome == "failed" and ("connection" in verdict.reason or "no answer" in verdict.reason):
-            if not vllm.answers(server):
-                return f"the server {server.model} stopped answering during the run (connection refused)"
+        if lost_contact and not vllm.answers(server):
+            return f"the server {server.model} stopped answering during the run (connection refused)"
     return None
 
 

@@ -117,6 +117,14 @@ def _classify(error: BaseException, tb: TracebackType | None, check_file: Path) 
     return "error", f"{type(error).__name__}: {error} (raised at {where})", None
 
 
+def lost_contact(error: BaseException) -> bool:
+    """Whether `error` is an exchange the server broke or left unanswered (not an answer)."""
+    import httpx
+    import openai
+
+    return _server_fault(error) is not None or isinstance(error, (openai.APIConnectionError, httpx.TransportError))
+
+
 def _server_fault(error: BaseException) -> ServerFault | None:
     seen = set()
     while error is not None and id(error) not in seen:
