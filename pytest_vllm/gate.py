@@ -49,7 +49,7 @@ class Comparison:
         return lines
 
 
-def check_id(record: dict) -> str:
+def record_id(record: dict) -> str:
     """A record's stable id; results files written before ids existed name checks by nodeid."""
     if "id" in record:
         return record["id"]
@@ -62,7 +62,7 @@ def load(path: str | Path) -> dict[str, dict]:
     """The records of a results file by check id; a clear error if it is not one."""
     try:
         data = json.loads(Path(path).read_text())
-        return {check_id(record): record for record in data["checks"]}
+        return {record_id(record): record for record in data["checks"]}
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{path} is not a pytest-vllm results file ({type(error).__name__}: {error})") from None
 

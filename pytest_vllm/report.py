@@ -195,9 +195,9 @@ def main(argv: list[str] | None = None) -> None:
             print(server_line(server))
         for line in table_lines({area: Counter(c) for area, c in data["counts"].items()}):
             print(line)
-        from pytest_vllm.gate import check_id
+        from pytest_vllm.gate import record_id
 
-        checks = [{"reason": c.get("message", ""), **c, "id": check_id(c)} for c in data["checks"]]
+        checks = [{"reason": c.get("message", ""), **c, "id": record_id(c)} for c in data["checks"]]
         for line in reason_lines(checks) + finding_lines(checks):
             print(line)
 
@@ -208,8 +208,8 @@ def _first_line(report: pytest.TestReport) -> str:
     if report.skipped and isinstance(report.longrepr, tuple):
         text = report.longrepr[2]
     else:
-        text = str(getattr(report.longrepr, "reprcrash", None) and report.longrepr.reprcrash.message
-                   or report.longreprtext)
+        crash = getattr(report.longrepr, "reprcrash", None)
+        text = crash.message if crash is not None else report.longreprtext
     text = denoise(text.removeprefix("Skipped: ").strip())
     return text.splitlines()[0][:300] if text else ""
 
