@@ -200,6 +200,11 @@ def main(argv: list[str] | None = None) -> None:
         checks = [{"reason": c.get("message", ""), **c, "id": record_id(c)} for c in data["checks"]]
         for line in reason_lines(checks) + finding_lines(checks):
             print(line)
+        if "gate" in data:
+            from pytest_vllm.gate import Comparison
+
+            fields = {key: data["gate"][key] for key in ("regressions", "fixed", "known", "new", "missing", "unchanged")}
+            print("\n".join(Comparison(**fields).lines(data["gate"]["baseline"])))
 
 
 def _first_line(report: pytest.TestReport) -> str:

@@ -70,7 +70,7 @@ def test_results_written_before_ids_existed_are_read_by_nodeid(tmp_path):
     assert list(gate.load(path)) == ["suites/test_chat.py::test_x[a/b]"]
 
 
-def test_the_run_exit_status_is_the_gates(pytester, monkeypatch):
+def test_the_run_exit_status_is_the_gates(pytester, monkeypatch, capsys):
     pytester.makepyfile(test_checks=CHECKS)
     baseline = pytester.path / "baseline.json"
     baseline.write_text(json.dumps(BASELINE))
@@ -85,6 +85,10 @@ def test_the_run_exit_status_is_the_gates(pytester, monkeypatch):
         "known: test_checks.py::test_known: param=None",
     ])
     assert json.loads(report.read_text())["gate"]["ok"] is False
+    from pytest_vllm.report import main as print_report
+
+    print_report([str(report)])
+    assert "FAIL: 0 regressions, 1 fixed, 2 known, 0 new, 1 missing" in capsys.readouterr().out
 
     del BASELINE["checks"][-1]  # no longer missing: the known failures alone leave the gate green
     baseline.write_text(json.dumps(BASELINE))
