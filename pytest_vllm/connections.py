@@ -1,13 +1,19 @@
-"""HTTP transports that tell a connection the server broke from a wrong answer.
+"""HTTP transports that tell a connection the server broke, or a busy server, from a wrong answer.
 
 A request whose connection the server resets or closes before answering is sent once more on
 a fresh connection (a kept-alive connection the server broke must not fail every later check).
 A retry that succeeds is recorded as a finding of its own, with the request that came before;
 a retry that fails too raises `ServerFault`, whose message is the check's reason.
+
+A 429 (rate limited) or 503 (no capacity) is neither an answer nor a rejection of the request:
+it is asked again after the server's Retry-After while the request timeout allows, and then
+raises `ServerFault` saying so (a gateway's cooldown must not pass for a 4xx validation).
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -18,6 +24,24 @@ if TYPE_CHECKING:
     from pytest_vllm.exchanges import Recorder
 
 _BROKEN = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+_BUSY = {429: "rate limited", 503: "no capacity"}
+_BUSY_WAIT = 1.0  # seconds before asking a busy server again when it says no Retry-After
+
+
+def _busy_wait(request: httpx.Request, response: httpx.Response, started: float) -> float:
+    """Seconds to wait before asking again after a busy answer; ServerFault once past the timeout."""
+    try:
+        wait = max(float(response.headers.get("retry-after", _BUSY_WAIT)), 0.1)
+    except ValueError:  # an HTTP date: not worth parsing for a test run
+        wait = _BUSY_WAIT
+    timeout = (request.extensions.get("timeout") or {}).get("read") or 120.0
+    if time.monotonic() + wait > started + timeout:
+        raise ServerFault(
+            f"the server answered {response.status_code} ({_BUSY[response.status_code]}) to "
+            f"{request.method} {request.url.path}, and again when asked after its Retry-After for "
+            f"{time.monotonic() - started:.0f} s: busy, neither an answer nor a rejection"
+        )
+    return wait
 
 
 def _fault(request: httpx.Request, first: Exception, second: Exception) -> ServerFault:
@@ -60,6 +84,16 @@ class RetryingTransport(httpx.HTTPTransport):
         self.recorder = recorder
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        started = time.monotonic()
+        response = self._send(request)
+        while response.status_code in _BUSY:
+            response.read()
+            response.close()
+            time.sleep(_busy_wait(request, response, started))
+            response = self._send(request)
+        return response
+
+    def _send(self, request: httpx.Request) -> httpx.Response:
         try:
             return super().handle_request(request)
         except _BROKEN as first:
@@ -83,6 +117,16 @@ class AsyncRetryingTransport(httpx.AsyncHTTPTransport):
         self.recorder = recorder
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        started = time.monotonic()
+        response = await self._send(request)
+        while response.status_code in _BUSY:
+            await response.aread()
+            await response.aclose()
+            await asyncio.sleep(_busy_wait(request, response, started))
+            response = await self._send(request)
+        return response
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
         try:
             return await super().handle_async_request(request)
         except _BROKEN as first:

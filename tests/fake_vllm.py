@@ -7,7 +7,8 @@ and behaves as FAKE_VLLM_MODE says:
   hang     never answers
   die      serves, then exits when any /v1/ path other than /v1/models is requested
 In every mode that serves, GET /v1/reset-once resets the first connection that asks (no
-answer) and answers 200 after; /v1/reset-always always resets; /v1/exit exits at once.
+answer) and answers 200 after; /v1/reset-always always resets; /v1/exit exits at once;
+/v1/busy-once answers 429 (Retry-After: 1) once, then 200; /v1/busy-always answers 503.
 Each start appends a line to $FAKE_VLLM_STARTS, if set, so tests can count launches.
 """
 
@@ -43,7 +44,7 @@ def main() -> None:
     name = args.served_model_name or args.model_flag or args.model
     key = os.environ.get("VLLM_API_KEY")
 
-    resets = []
+    resets, busy = [], []
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -54,6 +55,13 @@ def main() -> None:
                 return self.reset()
             if self.path == "/v1/reset-once":
                 return self.reply(200, {"reset": len(resets)})
+            if self.path == "/v1/busy-once" and not busy:
+                busy.append(self.path)
+                return self.reply(429, {"error": "No deployments available"}, {"Retry-After": "1"})
+            if self.path == "/v1/busy-once":
+                return self.reply(200, {"busy": len(busy)})
+            if self.path == "/v1/busy-always":
+                return self.reply(503, {"error": "overloaded"}, {"Retry-After": "1"})
             if self.path.startswith("/v1") and key and self.headers.get("Authorization") != f"Bearer {key}":
                 return self.reply(401, {"error": "Unauthorized"})
             if self.path == "/health":
@@ -73,9 +81,11 @@ def main() -> None:
             self.close_connection = True
             self.wfile = io.BytesIO()  # what the handler flushes after this goes nowhere
 
-        def reply(self, status: int, body: object) -> None:
+        def reply(self, status: int, body: object, headers: dict[str, str] | None = None) -> None:
             data = b"" if body is None else json.dumps(body).encode()
             self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()

@@ -353,3 +353,21 @@ def test_own_errors_are_errors_and_server_faults_are_failures(pytester, fake_ser
         assert checks[name]["outcome"] == "error", checks[name]
         assert checks[name]["reason"].startswith("pytest-vllm's own error"), checks[name]
     assert "KeyError: 'missing' (raised at test_checks.py:" in checks["test_key_error_of_ours"]["reason"]
+
+
+def test_busy_answers_are_asked_again_and_never_pass_for_a_rejection(pytester, fake_server):
+    pytester.makepyfile("""
+        def test_busy_once(vllm_http):
+            response = vllm_http.get("/v1/busy-once")
+            assert response.status_code == 200 and response.json() == {"busy": 1}
+
+        def test_busy_always(vllm_http):
+            assert vllm_http.get("/v1/busy-always").status_code < 500  # a 503 must not reach the check
+    """)
+    report = pytester.path / "report.json"
+    result = pytester.runpytest("--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123",
+                                "--vllm-report", str(report), "--vllm-request-timeout", "3")
+    result.assert_outcomes(passed=1, failed=1)
+    checks = {c["id"].split("::")[1]: c for c in json.loads(report.read_text())["checks"]}
+    assert checks["test_busy_always"]["reason"].startswith(
+        "the server answered 503 (no capacity) to GET /v1/busy-always, and again when asked after its Retry-After")
