@@ -170,32 +170,33 @@ class SystemMessageDropped(Fault):
             fields["messages"] = [m for m in fields["messages"] if not _has(m, "role", "system")]
 
 
+class _UsageOffByOne(Fault):
+    """One token too many in `usage.<counted>` (and in total_tokens) of every generation."""
+
+    counted = ""
+
+    def response(self, req: Request, resp: Response) -> Response:
+        if generation(req) and resp.status == 200 and isinstance(resp.json, dict) and resp.json.get("usage"):
+            usage = resp.json["usage"]
+            usage[self.counted] += 1
+            usage["total_tokens"] += 1
+        return resp
+
+
 @fault
-class CompletionTokensOffByOne(Fault):
+class CompletionTokensOffByOne(_UsageOffByOne):
     """usage.completion_tokens counts the stop/EOS token as well: one too many."""
 
     name = "completion_tokens-off-by-one"
-
-    def response(self, req: Request, resp: Response) -> Response:
-        if generation(req) and resp.status == 200 and isinstance(resp.json, dict) and resp.json.get("usage"):
-            usage = resp.json["usage"]
-            usage["completion_tokens"] += 1
-            usage["total_tokens"] += 1
-        return resp
+    counted = "completion_tokens"
 
 
 @fault
-class PromptTokensCountBos(Fault):
+class PromptTokensCountBos(_UsageOffByOne):
     """usage.prompt_tokens counts a BOS token the prompt never got: one too many."""
 
     name = "prompt_tokens-off-by-one"
-
-    def response(self, req: Request, resp: Response) -> Response:
-        if generation(req) and resp.status == 200 and isinstance(resp.json, dict) and resp.json.get("usage"):
-            usage = resp.json["usage"]
-            usage["prompt_tokens"] += 1
-            usage["total_tokens"] += 1
-        return resp
+    counted = "prompt_tokens"
 
 
 @fault
