@@ -68,8 +68,7 @@ class Recorder:
 
     def connection_reset(self, request: httpx.Request, error: Exception) -> None:
         """A connection the server broke, answered once retried on a fresh connection."""
-        earlier = self.exchanges[:-1] or ([self._before] if self._before else [])
-        before = earlier[-1] if earlier else None
+        before = self.exchanges[-2] if len(self.exchanges) > 1 else self._before
         self.findings.append({
             "finding": "connection reset by the server, answered on a fresh connection",
             "request": f"{request.method} {request.url.path}",
