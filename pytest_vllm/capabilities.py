@@ -1,18 +1,30 @@
-"""Named server capabilities, each detected by one cheap probe request.
+"""Named server capabilities, each detected once by a cheap probe that looks for an effect.
 
-A check that needs a capability the server lacks ends as *unsupported*. A probe only
-answers "absent" on the specific answer that means absent (a 404 route, vLLM's own
-"not enabled" message); anything else unexpected is a ProbeError, so a broken feature
-is never mistaken for a missing one.
+A check that needs a capability the server lacks ends as *unsupported*. There are three kinds:
+
+- What any server may have (OpenAI's `completions`, `chat`, `logprobs`, `response_format`,
+  `tools`, `vision`, `embeddings`, `auth`; and `lora`, `pooling`): probed on every server. A probe answers "absent" only on an answer
+  that means absent (a 404 route, a documented "not enabled" message, a constraint or an image
+  with no effect); any other unexpected answer is a ProbeError, so a broken feature is never
+  mistaken for a missing one.
+- `vllm`: the server identifies itself as vLLM (GET /version answers {"version": ...}).
+- vLLM's own routes and fields (`tokenize`, `metrics`, `health`, `ping`, `version`,
+  `lora_runtime`, `vllm_sampling`, `structured_outputs`, `return_token_ids`,
+  `continuous_usage_stats`, `model_extras`): on vLLM they are taken as present without a probe,
+  so one that vLLM accepts and ignores fails its checks (fail-open detection). On any other
+  server a probe looks for vLLM's behaviour (a gateway may forward it); anything else is absent.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import json
+import random
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from pytest_vllm.outcomes import Unsupported
+from pytest_vllm.outcomes import ProbeError, Unsupported
 
 if TYPE_CHECKING:
     import httpx
@@ -20,14 +32,26 @@ if TYPE_CHECKING:
     from pytest_vllm.launchers import VllmServer
 
 _PROBE_TOKENS = 1
+_CONSTRAINED_TOKENS = 12
+# Words enough that any tokenizer makes more than _TRUNCATE_TO tokens of them.
+_LONG_PROMPT = "one two three four five six seven eight nine ten"
+_TRUNCATE_TO = 2
 
 
-class ProbeError(Exception):
-    """A capability probe got an answer that means neither present nor absent."""
+@dataclass
+class Probe:
+    """What a probe works with: the server, a client carrying its key, and the other capabilities."""
 
+    server: VllmServer
+    client: httpx.Client
+    has: Callable[[str], bool]
 
-def _post(client: httpx.Client, path: str, body: dict) -> httpx.Response:
-    return client.post(path, json=body)
+    @property
+    def model(self) -> str:
+        return self.server.model
+
+    def post(self, path: str, body: dict) -> httpx.Response:
+        return self.client.post(path, json={"model": self.model, **body})
 
 
 def _absent_if(response: httpx.Response, statuses: tuple[int, ...], *fragments: str) -> bool:
@@ -43,101 +67,257 @@ def _absent_if(response: httpx.Response, statuses: tuple[int, ...], *fragments: 
     )
 
 
-def _completions(client: httpx.Client, model: str) -> bool:
-    body = {"model": model, "prompt": "Hello", "max_tokens": _PROBE_TOKENS}
-    return _absent_if(_post(client, "/v1/completions", body), (404,), "Not Found")
+def _json(response: httpx.Response) -> dict:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
-def _chat(client: httpx.Client, model: str) -> bool:
-    body = {"model": model, "messages": [{"role": "user", "content": "Hello"}], "max_tokens": _PROBE_TOKENS}
-    return _absent_if(
-        _post(client, "/v1/chat/completions", body), (400, 404), "Not Found", "chat template"
-    )
+def _text(body: dict) -> str:
+    """The first choice's text of a chat or completions answer ('' if there is none)."""
+    choices = body.get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    return choice.get("text") or message.get("content") or ""
 
 
-def _logprobs(client: httpx.Client, model: str) -> bool:
-    body = {"model": model, "prompt": "Hello", "max_tokens": _PROBE_TOKENS, "logprobs": 1}
-    return _absent_if(_post(client, "/v1/completions", body), (400, 404), "logprobs", "Not Found")
+# OpenAI's API
 
 
-def _tools(client: httpx.Client, model: str) -> bool:
+def _completions(p: Probe) -> bool:
+    body = {"prompt": "Hello", "max_tokens": _PROBE_TOKENS}
+    return _absent_if(p.post("/v1/completions", body), (404,), "Not Found")
+
+
+def _chat(p: Probe) -> bool:
+    body = {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": _PROBE_TOKENS}
+    return _absent_if(p.post("/v1/chat/completions", body), (400, 404), "Not Found", "chat template")
+
+
+def _logprobs(p: Probe) -> bool:
+    body = {"prompt": "Hello", "max_tokens": _PROBE_TOKENS, "logprobs": 1}
+    return _absent_if(p.post("/v1/completions", body), (400, 404), "logprobs", "Not Found")
+
+
+def _response_format(p: Probe) -> bool:
+    """OpenAI's `response_format`: accepted on vLLM; elsewhere, a json_schema allowing one object only is enforced."""
+    schema = {"type": "object", "properties": {"a": {"type": "string", "enum": ["x"]}},
+              "required": ["a"], "additionalProperties": False}  # fmt: skip
+    body = {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": _CONSTRAINED_TOKENS,
+            "temperature": 0, "response_format": {"type": "json_schema",
+                                                  "json_schema": {"name": "probe", "schema": schema}}}
+    response = p.post("/v1/chat/completions", body)
+    if response.status_code == 500 and "Input should be" in response.text and "json_schema" in response.text:
+        return False  # a validation error answered as 500 (llama.cpp): json_schema is not a type it knows
+    if not _absent_if(response, (400, 404, 422), "response_format", "json_schema", "Not Found"):
+        return False
+    if p.has("vllm"):
+        return True  # vLLM validates what it takes: a constraint it takes and ignores fails its checks
+    return _is_prefix_of(_text(_json(response)), ['{"a":"x"}'])
+
+
+def _is_prefix_of(text: str, allowed: list[str]) -> bool:
+    """`text`, whitespace aside, starts one of `allowed` (a cut constrained output) or is one."""
+    compact = "".join(text.split())
+    return bool(compact) and any(a.startswith(compact) or compact == a for a in allowed)
+
+
+def _tools(p: Probe) -> bool:
     tool = {"type": "function", "function": {"name": "probe", "parameters": {"type": "object"}}}
-    body = {
-        "model": model,
-        "messages": [{"role": "user", "content": "Hello"}],
-        "tools": [tool],
-        "tool_choice": "auto",
-        "max_tokens": _PROBE_TOKENS,
-    }
+    body = {"messages": [{"role": "user", "content": "Hello"}], "tools": [tool], "tool_choice": "auto",
+            "max_tokens": _PROBE_TOKENS}
     return _absent_if(
-        _post(client, "/v1/chat/completions", body), (400, 404), "--enable-auto-tool-choice", "Not Found"
+        p.post("/v1/chat/completions", body), (400, 404), "--enable-auto-tool-choice", "Not Found"
     )
 
 
-def _lora(client: httpx.Client, model: str) -> bool:
-    response = client.get("/v1/models")
+def _lora(p: Probe) -> bool:
+    response = p.client.get("/v1/models")
     response.raise_for_status()
     return any(entry.get("parent") for entry in response.json()["data"])
 
 
-def _lora_runtime(client: httpx.Client, model: str) -> bool:
-    response = _post(client, "/v1/unload_lora_adapter", {"lora_name": "pytest-vllm-probe-absent"})
-    if response.status_code in (404, 405) and response.json() == {"detail": "Not Found"}:
+def _png_data_url(pixels: list[tuple[int, int, int]]) -> str:
+    from PIL import Image
+
+    image = Image.new("RGB", (32, 32))
+    image.putdata(pixels)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _vision(p: Probe) -> bool:
+    """Images reach the model. On vLLM, an image accepted (200); elsewhere, an image adds prompt
+    tokens, as many for a plain image as for a noisy one of the same size (a server that pastes parts
+    in as text counts the URL), and the two change what the model predicts (a placeholder does not)."""
+    rng = random.Random(0)
+    plain = _png_data_url([(200, 30, 30)] * 1024)
+    noisy = _png_data_url([(rng.randrange(256), rng.randrange(256), rng.randrange(256)) for _ in range(1024)])
+    answers = []
+    for url in (None, plain, noisy):
+        content = [{"type": "text", "text": "What is this?"}]
+        if url:
+            content.insert(0, {"type": "image_url", "image_url": {"url": url}})
+        body = {"messages": [{"role": "user", "content": content}], "max_tokens": _PROBE_TOKENS, "temperature": 0,
+                **({"logprobs": True, "top_logprobs": 5} if p.has("logprobs") else {})}
+        response = p.post("/v1/chat/completions", body)
+        present = _absent_if(response, (400, 404, 422), "Not Found", "not a multimodal", "not support",
+                             "At most 0 image", "chat template")
+        if not present:
+            return False
+        if url and p.has("vllm"):
+            return True  # vLLM refuses images a model cannot take (400): one it takes and ignores fails
+        answers.append(_json(response))
+    counts = [(a.get("usage") or {}).get("prompt_tokens") for a in answers]
+    if not all(isinstance(count, int) for count in counts):
+        raise ProbeError(f"image prompts answered without usage.prompt_tokens: {counts}")
+    if not counts[1] == counts[2] > counts[0]:
+        return False
+    return _first_prediction(answers[1]) != _first_prediction(answers[2])
+
+
+def _first_prediction(body: dict) -> object:
+    """What the model predicted first: the top logprobs (rounded) where given, else the text."""
+    choice = (body.get("choices") or [{}])[0]
+    content = ((choice.get("logprobs") or {}).get("content") or [{}])[0]
+    top = content.get("top_logprobs")
+    if top:
+        return [(t.get("token"), round(t.get("logprob", 0.0), 3)) for t in top]
+    return _text(body)
+
+
+def _embeddings(p: Probe) -> bool:
+    """A model that generates text is taken not to embed (vLLM runs one or the other): asking it
+    anyway would draw a 404 from upstream, and a gateway cools a deployment down on a 404."""
+    if p.has("completions") or p.has("chat"):
+        return False
+    return _absent_if(
+        p.post("/v1/embeddings", {"input": "Hello"}),
+        (400, 404, 500),
+        "Not Found", "does not support", "embedding=True",  # llama.cpp: "must be created with embedding=True"
+    )
+
+
+def _auth(p: Probe) -> bool:
+    import httpx
+
+    response = httpx.get(str(p.client.base_url.join("/v1/models")), timeout=p.client.timeout)
+    if response.status_code in (200, 401):
+        return response.status_code == 401
+    raise ProbeError(f"GET /v1/models without a key answered {response.status_code}")
+
+
+# vLLM's identity, routes and fields
+
+
+def _vllm(p: Probe) -> bool:
+    return p.server.version != "unknown"
+
+
+def _tokenize(p: Probe) -> bool:
+    body = _json(p.post("/tokenize", {"prompt": "Hello"}))
+    return isinstance(body.get("tokens"), list) and isinstance(body.get("count"), int)
+
+
+def _metrics(p: Probe) -> bool:
+    response = p.client.get("/metrics")
+    return response.status_code == 200 and "vllm:" in response.text
+
+
+def _health(p: Probe) -> bool:
+    response = p.client.get("/health")
+    return response.status_code == 200 and response.content == b""
+
+
+def _ping(p: Probe) -> bool:
+    return p.client.get("/ping").status_code == 200
+
+
+def _lora_runtime(p: Probe) -> bool:
+    response = p.post("/v1/unload_lora_adapter", {"lora_name": "pytest-vllm-probe-absent"})
+    if response.status_code in (404, 405) and _json(response) == {"detail": "Not Found"}:
         return False
     if 400 <= response.status_code < 500:
         return True
     raise ProbeError(f"POST /v1/unload_lora_adapter answered {response.status_code}: {response.text[:300]}")
 
 
-def _vision(client: httpx.Client, model: str) -> bool:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.new("RGB", (32, 32), (200, 30, 30)).save(buffer, format="PNG")
-    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-    content = [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "What is this?"}]
-    body = {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": _PROBE_TOKENS}
-    return _absent_if(
-        _post(client, "/v1/chat/completions", body),
-        (400, 404),
-        "Not Found",
-        "not a multimodal",
-        "not support",
-        "At most 0 image",
-        "chat template",
-    )
+def _pooling(p: Probe) -> bool:
+    return p.has("embeddings") and _absent_if(p.post("/pooling", {"input": "Hello"}), (404,), "Not Found")
 
 
-def _embeddings(client: httpx.Client, model: str) -> bool:
-    body = {"model": model, "input": "Hello"}
-    return _absent_if(_post(client, "/v1/embeddings", body), (400, 404), "Not Found", "does not support")
+def _vllm_sampling(p: Probe) -> bool:
+    """vLLM's sampling fields are honoured: `truncate_prompt_tokens` shows in usage."""
+    body = {"prompt": _LONG_PROMPT, "max_tokens": _PROBE_TOKENS, "truncate_prompt_tokens": _TRUNCATE_TO}
+    usage = _json(p.post("/v1/completions", body)).get("usage") or {}
+    return usage.get("prompt_tokens") == _TRUNCATE_TO
 
 
-def _auth(client: httpx.Client, model: str) -> bool:
-    import httpx
-
-    response = httpx.get(str(client.base_url.join("/v1/models")), timeout=client.timeout)
-    if response.status_code in (200, 401):
-        return response.status_code == 401
-    raise ProbeError(f"GET /v1/models without a key answered {response.status_code}")
+def _structured_outputs(p: Probe) -> bool:
+    choices = ["pytest-vllm-alpha", "pytest-vllm-beta"]
+    body = {"prompt": "Hello", "max_tokens": _CONSTRAINED_TOKENS, "temperature": 0,
+            "structured_outputs": {"choice": choices}}
+    return _is_prefix_of(_text(_json(p.post("/v1/completions", body))), choices)
 
 
-def _structured_outputs(client: httpx.Client, model: str) -> bool:
-    body = {"model": model, "prompt": "Hello", "max_tokens": 2, "structured_outputs": {"choice": ["a", "b"]}}
-    return _absent_if(_post(client, "/v1/completions", body), (400, 404), "structured", "Not Found")
+def _return_token_ids(p: Probe) -> bool:
+    body = {"prompt": "Hello", "max_tokens": _PROBE_TOKENS, "return_token_ids": True}
+    choices = _json(p.post("/v1/completions", body)).get("choices") or [{}]
+    token_ids = choices[0].get("token_ids") if isinstance(choices[0], dict) else None
+    return isinstance(token_ids, list) and all(isinstance(t, int) for t in token_ids)
 
 
-CAPABILITIES: dict[str, tuple[str, Callable[[httpx.Client, str], bool]]] = {
+def _continuous_usage_stats(p: Probe) -> bool:
+    body = {"model": p.model, "prompt": "Hello", "max_tokens": 2, "stream": True,
+            "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
+    with p.client.stream("POST", "/v1/completions", json=body) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: {"):
+                chunk = json.loads(line[len("data: "):])
+                if chunk.get("choices"):
+                    return isinstance(chunk.get("usage"), dict)
+    return False
+
+
+def _model_extras(p: Probe) -> bool:
+    entries = _json(p.client.get("/v1/models")).get("data") or []
+    return any(isinstance(e, dict) and e.get("id") == p.model and isinstance(e.get("max_model_len"), int)
+               for e in entries)
+
+
+OPENAI: dict[str, tuple[str, Callable[[Probe], bool]]] = {
     "completions": ("serves /v1/completions", _completions),
     "chat": ("serves /v1/chat/completions (the model has a chat template)", _chat),
     "logprobs": ("returns logprobs", _logprobs),
+    "response_format": ("enforces OpenAI's response_format json_schema", _response_format),
+    "tools": ("parses tool calls (vLLM: --enable-auto-tool-choice --tool-call-parser)", _tools),
+    "lora": ("serves LoRA adapters listed with their parent (vLLM: --enable-lora --lora-modules)", _lora),
+    "vision": ("passes image content parts to a vision-language model", _vision),
+    "embeddings": ("serves /v1/embeddings: a pooling model, not one that generates text", _embeddings),
+    "auth": ("requires an API key on /v1 (vLLM: --api-key)", _auth),
+    "pooling": ("serves vLLM's /pooling, /score and /rerank beside /v1/embeddings", _pooling),
+}
+VLLM_ONLY: dict[str, tuple[str, Callable[[Probe], bool]]] = {
+    "tokenize": ("serves vLLM's /tokenize and /detokenize", _tokenize),
+    "metrics": ("serves vLLM's Prometheus /metrics", _metrics),
+    "health": ("serves vLLM's /health (200, empty body)", _health),
+    "ping": ("serves vLLM's /ping", _ping),
+    "version": ("serves vLLM's /version", _vllm),
+    "lora_runtime": ("loads adapters at runtime (vLLM's VLLM_ALLOW_RUNTIME_LORA_UPDATING)", _lora_runtime),
+    "vllm_sampling": ("honours vLLM's sampling fields (ignore_eos, min_tokens, top_k, ...)", _vllm_sampling),
     "structured_outputs": ("enforces vLLM's structured_outputs constraints", _structured_outputs),
-    "tools": ("parses tool calls (--enable-auto-tool-choice --tool-call-parser)", _tools),
-    "lora": ("serves LoRA adapters (--enable-lora --lora-modules)", _lora),
-    "lora_runtime": ("loads adapters at runtime (VLLM_ALLOW_RUNTIME_LORA_UPDATING)", _lora_runtime),
-    "vision": ("accepts image content parts (a vision-language model)", _vision),
-    "embeddings": ("serves /v1/embeddings (a pooling model)", _embeddings),
-    "auth": ("requires an API key on /v1 (--api-key)", _auth),
+    "return_token_ids": ("returns token ids on request (vLLM's return_token_ids)", _return_token_ids),
+    "continuous_usage_stats": ("puts usage on every streamed chunk (vLLM's continuous_usage_stats)",
+                               _continuous_usage_stats),
+    "model_extras": ("lists vLLM's model-entry fields (max_model_len, root, parent)", _model_extras),
+}
+CAPABILITIES: dict[str, tuple[str, Callable[[Probe], bool]]] = {
+    **OPENAI,
+    "vllm": ("is vLLM (GET /version answers {'version': ...})", _vllm),
+    **VLLM_ONLY,
 }
 
 
@@ -146,12 +326,19 @@ def has(server: VllmServer, client: httpx.Client, name: str, overrides: dict[str
     if name in overrides:
         return overrides[name]
     if name not in server.capabilities:
-        server.capabilities[name] = CAPABILITIES[name][1](client, server.model)
+        probe = Probe(server, client, lambda other: has(server, client, other, overrides))
+        if name in VLLM_ONLY and probe.has("vllm"):
+            server.capabilities[name] = True  # vLLM's own feature: its checks judge it
+        else:
+            server.capabilities[name] = CAPABILITIES[name][1](probe)
     return server.capabilities[name]
 
 
 def require(server: VllmServer, client: httpx.Client, name: str, overrides: dict[str, bool]) -> None:
     """Raise Unsupported unless `server` has capability `name`."""
-    if not has(server, client, name, overrides):
-        raise Unsupported(f"unsupported: {server.model} at {server.base_url} lacks '{name}' "
-                          f"({CAPABILITIES[name][0]})")
+    if has(server, client, name, overrides):
+        return
+    why = CAPABILITIES[name][0]
+    if name in VLLM_ONLY and not has(server, client, "vllm", overrides):
+        why += "; the server is not vLLM (no /version) and did not show it"
+    raise Unsupported(f"unsupported: {server.model} at {server.base_url} lacks '{name}' ({why})")

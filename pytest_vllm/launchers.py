@@ -68,6 +68,7 @@ class VllmServer:
     log_path: str | None = None
     pid: int | None = None
     startup_seconds: float | None = None
+    identity: str = ""
     capabilities: dict[str, bool] = field(default_factory=dict, repr=False)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
@@ -100,6 +101,7 @@ class VllmServer:
             "model": self.model,
             "models": self.models,
             "version": self.version,
+            "identity": self.identity or f"vLLM {self.version}",
             "launched_by": self.launched_by,
             "launch_args": self.launch_args,
             "startup_seconds": self.startup_seconds,
@@ -140,13 +142,15 @@ def connect(url: str, api_key: str | None, model: str | None, timeout: float) ->
             f"The vLLM server at {url} does not serve model '{model}'. It serves: "
             f"{', '.join(models) or 'nothing'}. Pass one of these with --vllm-model."
         )
+    version = server_version(url, timeout)
     return VllmServer(
         base_url=url,
         model=model or models[0],
         models=models,
-        version=server_version(url, timeout),
+        version=version,
         launched_by="remote",
         api_key=api_key,
+        identity=identify(url, api_key, timeout, version),
     )
 
 
@@ -177,9 +181,29 @@ def _served_models(url: str, api_key: str | None, timeout: float) -> list[str]:
 def server_version(url: str, timeout: float) -> str:
     """What the server's /version says, or "unknown"."""
     try:
-        return httpx.get(f"{url}/version", timeout=timeout).json()["version"]
+        version = httpx.get(f"{url}/version", timeout=timeout).json()["version"]
     except (httpx.HTTPError, ValueError, KeyError, TypeError):
         return "unknown"
+    return version if isinstance(version, str) else "unknown"
+
+
+def identify(url: str, api_key: str | None, timeout: float, version: str | None = None) -> str:
+    """What the server at `url` is, in words: vLLM and its version, or what else it says of itself
+    (its `server` header and who owns its models), which may be a gateway in front of vLLM."""
+    version = version or server_version(url, timeout)
+    if version != "unknown":
+        return f"vLLM {version}"
+    try:
+        response = httpx.get(f"{url}/v1/models", headers=auth_headers(api_key), timeout=timeout)
+        owners = sorted({str(e.get("owned_by")) for e in response.json()["data"] if isinstance(e, dict)})
+    except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
+        return "not vLLM (no /version), unknown"
+    said = [f"{name} {response.headers[header]!r}" for name, header in _IDENTITY_HEADERS if header in response.headers]
+    return f"not vLLM (no /version): {', '.join(said) or 'no server header'}, models owned by {', '.join(owners) or 'nobody'}"
+
+
+# Response headers that say what a server (or a gateway, and what is behind it) is.
+_IDENTITY_HEADERS = (("server", "server"), ("LiteLLM", "x-litellm-version"), ("upstream server", "llm_provider-server"))
 
 
 def default_command() -> list[str]:

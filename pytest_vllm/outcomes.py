@@ -13,3 +13,7 @@ class VllmServerError(Exception):
 
 class ServerFault(Exception):
     """The server broke an exchange below HTTP (reset or closed the connection); the message says how."""
+
+
+class ProbeError(Exception):
+    """A capability probe got an answer that means neither present nor absent: the server erred."""

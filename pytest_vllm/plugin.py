@@ -84,9 +84,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     vllm = config.stash[SESSION]
     s = vllm.settings
     if s.url:
-        from pytest_vllm.launchers import server_version
+        from pytest_vllm.launchers import identify
 
-        target = f"server {s.url}, vLLM {server_version(s.url, min(s.request_timeout, 5))}"
+        target = f"server {s.url}, {identify(s.url, s.api_key, min(s.request_timeout, 5))}"
         model = f"model {s.model or 'the first /v1/models lists'}"
     else:
         target = f"launches vLLM ({s.launcher}, {s.command or 'the installed vLLM ' + _installed_vllm()})"
@@ -142,8 +142,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
             if not vllm.stop_run(f"{gone} (during {report.vllm_id})"):
                 return _not_run(report, vllm.stopped())  # a neighbour's crash, not this check's
             verdict = verdicts.Verdict("failed", verdicts.denoise(gone), verdicts.denoise(gone))
-        if report.when == "call":
-            report.vllm_outcome = verdict.outcome
+        if report.when == "call" or report.when == "setup" and server_check:
+            report.vllm_outcome = verdict.outcome  # a fixture's request can show the server wrong too
         report.vllm_reason, report.vllm_fingerprint = verdict.reason, verdict.fingerprint
         if verdict.outcome == "error":
             report.sections.append(("pytest-vllm", verdict.reason))
@@ -200,8 +200,11 @@ def _explain_failure(item: pytest.Item, report: pytest.TestReport) -> None:
 def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, tuple] | None:
     if getattr(report, "vllm_unsupported", False):
         return "unsupported", "U", ("UNSUPPORTED", {"yellow": True})
-    if report.when == "call" and getattr(report, "vllm_outcome", None) == "error":
+    outcome = getattr(report, "vllm_outcome", None)
+    if report.when == "call" and outcome == "error":
         return "error", "E", ("ERROR", {"red": True})  # pytest-vllm's own fault, not the server's
+    if report.when == "setup" and outcome == "failed":
+        return "failed", "F", ("FAILED", {"red": True})  # the server's fault, seen by a fixture
     return None
 
 

@@ -62,7 +62,7 @@ def outcome_of(report: pytest.TestReport) -> str:
     if getattr(report, "vllm_unsupported", False):
         return "unsupported"
     if report.failed:
-        return getattr(report, "vllm_outcome", "failed") if report.when == "call" else "error"
+        return getattr(report, "vllm_outcome", "failed" if report.when == "call" else "error")
     return report.outcome
 
 
@@ -150,12 +150,12 @@ class ReportPlugin:
 
 
 def server_line(server: dict) -> str:
-    """One line on a server of the results: where, what, which vLLM, how it came to be."""
+    """One line on a server of the results: where, what it is (which vLLM), how it came to be."""
     if "error" in server:
         return f"server: {server['url']}: not available"
     ready = f", ready in {server['startup_seconds']} s" if server.get("startup_seconds") else ""
     return (f"server: {server['model']} at {server['url']} "
-            f"(vLLM {server['version']}, {server['launched_by']}{ready})")
+            f"({server.get('identity') or 'vLLM ' + server['version']}, {server['launched_by']}{ready})")
 
 
 def table_lines(counts: dict[str, Counter]) -> list[str]:

@@ -151,6 +151,12 @@ class VllmSession:
 
         require(server, self._probe_client(server), capability, self.overrides)
 
+    def liveness(self, server: VllmServer) -> tuple[str, int]:
+        """(route, status) of one cheap request showing `server` still serves: vLLM's /health, else
+        GET /v1/models (a gateway's own /health may cost a generation upstream)."""
+        route = "/health" if self.has(server, "health") else "/v1/models"
+        return route, self._probe_client(server).get(route).status_code
+
     def _probe_client(self, server: VllmServer) -> httpx.Client:
         if server.base_url not in self._probe_clients:
             self._probe_clients[server.base_url] = self.http(server)
@@ -189,11 +195,14 @@ class VllmSession:
         from pytest_vllm.connections import RetryingTransport
         from pytest_vllm.launchers import auth_headers
 
+        from pytest_vllm.answers import install
+
+        hooks = self.recorder.hooks()
         client = httpx.Client(
             base_url=server.base_url,
             headers=auth_headers(server.api_key if api_key is _SERVER_KEY else api_key),
             timeout=self.settings.request_timeout,
-            event_hooks=self.recorder.hooks(),
+            event_hooks={**hooks, "response": [*hooks["response"], install]},
             transport=RetryingTransport(self.recorder),
         )
         return self._track(server, client)

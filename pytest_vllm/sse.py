@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from pytest_vllm.answers import answer
+
 if TYPE_CHECKING:
     import httpx
 
@@ -45,7 +47,7 @@ def read_stream(response: httpx.Response) -> list[dict[str, Any]]:
     chunks = []
     for payload in payloads[:-1]:
         try:
-            chunk = json.loads(payload)
+            chunk = answer(json.loads(payload))
         except ValueError:
             raise AssertionError(f"an SSE event before [DONE] is not JSON: {payload[:300]!r}") from None
         assert isinstance(chunk, dict), f"an SSE event is JSON but not an object: {payload[:300]!r}"

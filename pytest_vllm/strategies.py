@@ -33,6 +33,8 @@ OTHER_FIELDS = (
     "add_generation_prompt", "continue_final_message", "chat_template_kwargs", "cache_salt",
     "return_token_ids", "messages", "prompt", "model",
 )
+# The sampling fields above that are vLLM's own, not OpenAI's: drawn for servers that honour them.
+VLLM_SAMPLING = ("min_p", "repetition_penalty", "top_k", "min_tokens")
 _INT64 = 2**63
 
 
@@ -54,15 +56,16 @@ def stop_strings(*, max_size: int = 3) -> st.SearchStrategy[str | list[str]]:
 
 
 @st.composite
-def sampling_params(draw: st.DrawFn, *, max_tokens: int = 8, max_n: int = 2) -> dict[str, Any]:
-    """A valid set of sampling parameters: each field present or not, every value in range.
+def sampling_params(draw: st.DrawFn, *, max_tokens: int = 8, max_n: int = 2, vllm: bool = True) -> dict[str, Any]:
+    """A valid set of sampling parameters: each field present or not, every value in range
+    (vLLM's own fields only with `vllm`).
 
     `n` > 1 comes with a temperature > 0 (vLLM rejects n > 1 for greedy sampling, which the
     error suite checks on its own).
     """
     params: dict[str, Any] = {"max_tokens": draw(st.integers(min_value=1, max_value=max_tokens))}
     for name, (low, high, open_low) in FLOAT_RANGES.items():
-        if draw(st.booleans()):
+        if (vllm or name not in VLLM_SAMPLING) and draw(st.booleans()):
             params[name] = draw(st.floats(low, high, exclude_min=open_low, allow_subnormal=False))
     optional = {
         "top_k": st.sampled_from([-1, 0]) | st.integers(min_value=1, max_value=1000),
@@ -71,7 +74,7 @@ def sampling_params(draw: st.DrawFn, *, max_tokens: int = 8, max_n: int = 2) -> 
         "n": st.integers(min_value=1, max_value=max_n),
     }
     for name, values in optional.items():
-        if draw(st.booleans()):
+        if (vllm or name not in VLLM_SAMPLING) and draw(st.booleans()):
             params[name] = draw(values)
     if params.get("n", 1) > 1:
         params["temperature"] = draw(st.floats(0.1, 2.0, allow_subnormal=False))
@@ -95,22 +98,23 @@ def _cheap_or_invalid(draw: st.DrawFn, *, max_value: int) -> int:
 
 
 @st.composite
-def unchecked_sampling_params(draw: st.DrawFn, *, max_tokens: int = 8) -> dict[str, Any]:
-    """Sampling parameters in range or not, field by field, now and then of the wrong type."""
+def unchecked_sampling_params(draw: st.DrawFn, *, max_tokens: int = 8, vllm: bool = True) -> dict[str, Any]:
+    """Sampling parameters in range or not, field by field, now and then of the wrong type
+    (vLLM's own fields only with `vllm`)."""
     params: dict[str, Any] = {
         "max_tokens": _rarely_mistyped(draw, _cheap_or_invalid(max_value=max_tokens)),
     }
     for name, most in (("n", 2), ("min_tokens", max_tokens)):
-        if draw(st.booleans()):
+        if (vllm or name not in VLLM_SAMPLING) and draw(st.booleans()):
             params[name] = _rarely_mistyped(draw, _cheap_or_invalid(max_value=most))
     numbers = st.floats(allow_nan=False, allow_infinity=False, allow_subnormal=False)
     for name, (low, high, open_low) in FLOAT_RANGES.items():
-        if draw(st.booleans()):
+        if (vllm or name not in VLLM_SAMPLING) and draw(st.booleans()):
             params[name] = _rarely_mistyped(draw, st.floats(low, high, exclude_min=open_low, allow_subnormal=False) | numbers)
     integers = st.integers(min_value=-(2**70), max_value=2**70)
     others = {"top_k": integers, "seed": integers, "stop": stop_strings() | st.lists(st.text(max_size=3))}
     for name, values in others.items():
-        if draw(st.booleans()):
+        if (vllm or name not in VLLM_SAMPLING) and draw(st.booleans()):
             params[name] = _rarely_mistyped(draw, values)
     return params
 

@@ -20,11 +20,12 @@ from types import TracebackType
 
 import pytest
 
-from pytest_vllm.outcomes import ServerFault
+from pytest_vllm.answers import MissingField
+from pytest_vllm.outcomes import ProbeError, ServerFault
 
 OWN_ERROR = "pytest-vllm's own error (a bug in the check or the plugin, not a verdict on the server)"
 # pytest-vllm modules whose assertions are expectations on the server's answers.
-_ASSERTION_HELPERS = {"openapi.py", "sse.py", "constraints.py"}
+_ASSERTION_HELPERS = {"openapi.py", "sse.py", "constraints.py", "answers.py"}
 _PACKAGE = Path(__file__).resolve().parent
 _REASON_LIMIT = 300
 _FINGERPRINT_LIMIT = 200
@@ -101,6 +102,8 @@ def _classify(error: BaseException, tb: TracebackType | None, check_file: Path) 
     fault = _server_fault(error)
     if fault is not None:
         return "failed", str(fault), getattr(fault, "fingerprint", None)
+    if isinstance(error, ProbeError):
+        return "failed", f"probing a capability the check needs: {error}", None
     if isinstance(error, openai.APIStatusError):
         request = error.response.request
         return "failed", (f"the server answered {error.status_code} to {request.method} "
@@ -109,7 +112,7 @@ def _classify(error: BaseException, tb: TracebackType | None, check_file: Path) 
         return "failed", f"no answer within the request timeout: {_request_of(error)}", None
     if isinstance(error, (openai.APIConnectionError, httpx.TransportError)):
         return "failed", f"the connection to the server failed ({_request_of(error)}): {_cause(error)}", None
-    if isinstance(error, AssertionError) and _raised_in_check(tb, check_file):
+    if isinstance(error, MissingField) or isinstance(error, AssertionError) and _raised_in_check(tb, check_file):
         return "failed", _assertion_message(error), getattr(error, "fingerprint", None)
     if isinstance(error, pytest.fail.Exception) and _called_from_check(tb, check_file):
         return "failed", _assertion_message(error), None  # pytest.fail(), or pytest.raises' "DID NOT RAISE"

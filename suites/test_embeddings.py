@@ -138,7 +138,8 @@ def test_list_input_keeps_order_and_index(embed):
         )
 
 
-def test_token_ids_embed_like_the_text(embed, post):
+def test_token_ids_embed_like_the_text(vllm, server, embed, post):
+    vllm.require(server, "tokenize")
     response = post("/tokenize", prompt=TEXT)
     assert response.status_code == 200, f"/tokenize answered {response.status_code}: {response.text[:300]}"
     tokens = response.json()["tokens"]
@@ -155,7 +156,8 @@ def test_token_ids_embed_like_the_text(embed, post):
             )
 
 
-def test_usage_counts_prompt_tokens(embed, post):
+def test_usage_counts_prompt_tokens(vllm, server, embed, post):
+    vllm.require(server, "tokenize")
     counts = []
     for text in TEXTS:
         response = post("/tokenize", prompt=text)
@@ -213,7 +215,8 @@ def test_same_input_same_vector(embed):
     )
 
 
-def test_use_activation_normalizes(embed, record_property):
+def test_use_activation_normalizes(vllm, server, embed, record_property):
+    vllm.require(server, "vllm_sampling")  # use_activation is vLLM's pooling field
     raw = _vectors(embed(TEXT, use_activation=False))[0]
     activated = _vectors(embed(TEXT, use_activation=True))[0]
     default = _vectors(embed(TEXT))[0]

@@ -2,8 +2,9 @@
 
 Valid sampling parameters must be served (200, the asked-for number of choices, the token
 budget and stop strings honoured). Arbitrary values and random JSON bodies must never cause
-a server error: 200 or a 4xx, and the server stays healthy. (Response shapes are checked
-against OpenAI's schema in test_schema.py.)
+a server error: 200 or a 4xx, and the server still serves. vLLM's own sampling fields are drawn
+only for a server that honours them. (Response shapes are checked against OpenAI's schema in
+test_schema.py.)
 """
 
 import json
@@ -32,13 +33,14 @@ def _post(http, path: str, body: dict):
     return http.post(path, content=json.dumps(body), headers={"Content-Type": "application/json"})
 
 
-def _assert_no_server_error(http, response) -> None:
+def _assert_no_server_error(vllm, server, response) -> None:
     sent = response.request.content.decode()[:600]
     assert response.status_code < 500, (
         f"a request must be answered 200 or 4xx, never {response.status_code} (a server error); "
         f"sent {sent}; got {response.text[:400]}"
     )
-    assert http.get("/health").status_code == 200, f"/health is not 200 after sending {sent}"
+    route, status = vllm.liveness(server)
+    assert status == 200, f"{route} answered {status} after sending {sent}"
 
 
 @pytest.fixture
@@ -54,15 +56,17 @@ def _text(choice: dict) -> str:
 
 
 @route
-def test_valid_sampling_params_are_served(vllm_http, vllm_server, fuzz, route):
+def test_valid_sampling_params_are_served(vllm, vllm_http, vllm_server, fuzz, route):
     path, base = ROUTES[route]
+    honoured = vllm.has(vllm_server, "vllm_sampling")
+    ranges = "OpenAI's spec and vLLM's SamplingParams" if honoured else "OpenAI's spec"
 
     @fuzz(**FUZZ_VALID)
-    @given(params=strategies.sampling_params(max_tokens=MAX_TOKENS, max_n=2))
+    @given(params=strategies.sampling_params(max_tokens=MAX_TOKENS, max_n=2, vllm=honoured))
     def served(params):
         response = vllm_http.post(path, json={"model": vllm_server.model, **base, **params})
         assert response.status_code == 200, (
-            f"every value here is in the range OpenAI's spec and vLLM's SamplingParams allow, so "
+            f"every value here is in the range {ranges} allow, so "
             f"it must be served; sent {params}, got {response.status_code}: {response.text[:400]}"
         )
         body = response.json()
@@ -86,26 +90,27 @@ def test_valid_sampling_params_are_served(vllm_http, vllm_server, fuzz, route):
 
 
 @route
-def test_arbitrary_sampling_params_never_cause_a_server_error(vllm_http, vllm_server, fuzz, route):
+def test_arbitrary_sampling_params_never_cause_a_server_error(vllm, vllm_http, vllm_server, fuzz, route):
     path, base = ROUTES[route]
+    honoured = vllm.has(vllm_server, "vllm_sampling")
 
     @fuzz(**FUZZ)
-    @given(params=strategies.unchecked_sampling_params(max_tokens=MAX_TOKENS))
+    @given(params=strategies.unchecked_sampling_params(max_tokens=MAX_TOKENS, vllm=honoured))
     def answered(params):
         response = _post(vllm_http, path, {"model": vllm_server.model, **base, **params})
-        _assert_no_server_error(vllm_http, response)
+        _assert_no_server_error(vllm, vllm_server, response)
 
     answered()
 
 
 @route
-def test_random_bodies_never_cause_a_server_error(vllm_http, vllm_server, fuzz, route):
+def test_random_bodies_never_cause_a_server_error(vllm, vllm_http, vllm_server, fuzz, route):
     path, base = ROUTES[route]
 
     @fuzz(**FUZZ)
     @given(body=strategies.request_bodies(base={"model": vllm_server.model, **base}, max_tokens=MAX_TOKENS))
     def answered(body):
         response = _post(vllm_http, path, body)
-        _assert_no_server_error(vllm_http, response)
+        _assert_no_server_error(vllm, vllm_server, response)
 
     answered()

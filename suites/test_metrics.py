@@ -10,6 +10,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+pytestmark = pytest.mark.vllm_requires("metrics")
 
 FAMILIES = {
     "vllm:request_success": "counter",

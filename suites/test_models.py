@@ -1,5 +1,7 @@
 """GET /v1/models: OpenAI's list shape, the served ids, and vLLM's extras."""
 
+import pytest
+
 from pytest_vllm.openapi import validate
 
 
@@ -15,6 +17,7 @@ def test_models_list_includes_the_model_under_test(vllm_openai, vllm_server):
     assert len(ids) == len(set(ids)), f"/v1/models lists an id twice: {ids}"
 
 
+@pytest.mark.vllm_requires("model_extras")
 def test_model_entries_carry_vllm_extras(vllm_http, vllm_server):
     entries = {entry["id"]: entry for entry in vllm_http.get("/v1/models").json()["data"]}
     entry = entries[vllm_server.model]

@@ -3,7 +3,9 @@
 SSE framing and `[DONE]`, chunk identity (`id`, `created`), the role in the first chat delta,
 one finish_reason per choice with n > 1 interleaved, `stream_options` usage (final chunk or
 continuous), and parity: a greedy or seeded stream joined back equals the non-streamed answer
-(text, finish_reason, usage, logprobs). Response shapes are checked against OpenAI's schema in test_schema.py.
+(text, finish_reason, usage, logprobs). vLLM's `ignore_eos` is sent where it is honoured
+(`vllm_sampling`), so the answers run to max_tokens; elsewhere a choice may also stop earlier.
+Response shapes are checked against OpenAI's schema in test_schema.py.
 """
 
 import math
@@ -37,7 +39,12 @@ def endpoint(request):
 
 
 @pytest.fixture
-def generate(vllm_http, vllm_server, endpoint):
+def ignore_eos(vllm, vllm_server):
+    return vllm.has(vllm_server, "vllm_sampling")
+
+
+@pytest.fixture
+def generate(vllm_http, vllm_server, endpoint, ignore_eos):
     """`generate(stream=..., **params)`: the chunks of a stream (framing checked) or the JSON body."""
 
     def send(stream, **params):
@@ -46,7 +53,7 @@ def generate(vllm_http, vllm_server, endpoint):
             **endpoint["input"],
             "max_tokens": TOKENS,
             "temperature": 0,
-            "ignore_eos": True,
+            **({"ignore_eos": True} if ignore_eos else {}),
             **params,
             "stream": stream,
         }
@@ -80,16 +87,19 @@ def test_chunks_share_id_created_and_object(generate, endpoint, vllm_server):
 
 
 @pytest.mark.parametrize("n", [1, 3], ids=["n=1", "n=3"])
-def test_each_choice_streams_and_finishes_once(generate, endpoint, n):
+def test_each_choice_streams_and_finishes_once(generate, endpoint, ignore_eos, n):
     sampling = SEEDED if n > 1 else {}
     chunks = generate(stream=True, n=n, **sampling)
     by_index = choice_chunks(chunks)
     assert sorted(by_index) == list(range(n)), f"n={n}: each index 0..{n - 1} gets chunks: {sorted(by_index)}"
+    endings = ("length",) if ignore_eos else ("length", "stop")
     for index, parts in by_index.items():
         reasons = [part.get("finish_reason") for part in parts]
-        assert [reason for reason in reasons if reason is not None] == ["length"] and reasons[-1] == "length", (
-            f"choice {index} ends exactly once, on its last chunk, with finish_reason 'length' "
-            f"(ignore_eos, max_tokens={TOKENS}): finish_reasons in order {reasons}"
+        given = [reason for reason in reasons if reason is not None]
+        assert len(given) == 1 and reasons[-1] in endings, (
+            f"choice {index} ends exactly once, on its last chunk, with finish_reason "
+            f"{' or '.join(map(repr, endings))} ({'ignore_eos, ' if ignore_eos else ''}max_tokens={TOKENS}): "
+            f"finish_reasons in order {reasons}"
         )
 
 
@@ -107,7 +117,7 @@ def test_chat_role_comes_in_the_first_delta(vllm_http, vllm_server, n):
         )
 
 
-def test_include_usage_adds_one_final_usage_chunk(generate, endpoint):
+def test_include_usage_adds_one_final_usage_chunk(generate, endpoint, ignore_eos):
     chunks = generate(stream=True, stream_options={"include_usage": True})
     *earlier, last = chunks
     assert last["choices"] == [] and last.get("usage"), (
@@ -119,11 +129,14 @@ def test_include_usage_adds_one_final_usage_chunk(generate, endpoint):
         f"stream_options.include_usage): {wrong[:2]}"
     )
     usage = last["usage"]
-    assert usage["completion_tokens"] == TOKENS and usage["total_tokens"] == usage["prompt_tokens"] + TOKENS, (
-        f"usage counts {TOKENS} completion tokens (ignore_eos) and total = prompt + completion: {usage}"
+    counted = usage["completion_tokens"] == TOKENS if ignore_eos else 0 < usage["completion_tokens"] <= TOKENS
+    assert counted and usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"], (
+        f"usage counts {'the' if ignore_eos else 'at most'} {TOKENS} completion tokens"
+        f"{' (ignore_eos)' if ignore_eos else ''} and total = prompt + completion: {usage}"
     )
 
 
+@pytest.mark.vllm_requires("continuous_usage_stats", "vllm_sampling")
 def test_continuous_usage_stats_count_up(generate, endpoint):
     chunks = generate(stream=True, stream_options={"include_usage": True, "continuous_usage_stats": True})
     usages = [chunk.get("usage") for chunk in chunks]
@@ -199,7 +212,7 @@ def test_stream_logprobs_join_to_the_non_streamed_logprobs(generate, endpoint, s
     [streamed] = join_choices(chunks).values()
     streamed_steps = _logprob_steps(streamed["logprobs"])
     whole_steps = _logprob_steps(whole["choices"][0]["logprobs"])
-    assert len(whole_steps) == TOKENS and _same_steps(streamed_steps, whole_steps), (
-        f"{sampling}: the streamed logprobs, joined, must equal the non-streamed ones ({TOKENS} tokens):"
+    assert len(whole_steps) == whole["usage"]["completion_tokens"] and _same_steps(streamed_steps, whole_steps), (
+        f"{sampling}: the streamed logprobs, joined, must equal the non-streamed ones (one per completion token):"
         f"\n{streamed_steps}\n!=\n{whole_steps}"
     )

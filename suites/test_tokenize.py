@@ -2,6 +2,7 @@
 
 import pytest
 
+pytestmark = pytest.mark.vllm_requires("tokenize")
 
 TEXTS = {
     "words": "Hello world",

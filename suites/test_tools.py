@@ -61,6 +61,15 @@ def calls_of(body):
     return choice["message"].get("tool_calls") or [], choice["finish_reason"]
 
 
+def assert_not_ignored(what, body):
+    """A forced call answered as plain text, not as a call (perhaps cut short): the tool_choice was ignored."""
+    calls, _ = calls_of(body)
+    content = (body["choices"][0]["message"].get("content") or "").lstrip()
+    assert calls or not content or content.startswith(("[", "{")), (
+        f"{what} answered with no tool call, only text: {content[:200]!r}"
+    )
+
+
 def assert_finished(what, body, max_tokens=TOKENS):
     [choice] = body["choices"]
     assert choice["finish_reason"] != "length", (
@@ -89,6 +98,7 @@ def test_none_makes_no_call(chat):
 def test_required_calls_a_tool(chat, parallel):
     fields = {"tool_choice": "required"} | ({} if parallel is None else {"parallel_tool_calls": parallel})
     body = chat(**fields)
+    assert_not_ignored(f"tool_choice 'required' {fields}", body)
     assert_finished(f"tool_choice 'required' {fields}", body)
     calls, finish_reason = calls_of(body)
     assert calls and finish_reason == "tool_calls", (
@@ -102,6 +112,7 @@ def test_required_calls_a_tool(chat, parallel):
 
 def test_named_tool_choice_calls_that_function(chat):
     body = chat(tool_choice=NAMED)
+    assert_not_ignored(f"tool_choice {NAMED}", body)
     assert_finished("a named tool_choice", body)
     calls, finish_reason = calls_of(body)
     names = [call["function"]["name"] for call in calls]

@@ -91,7 +91,7 @@ CASES = [
     case("chat", "system-message-dropped", CHAT, "test_system_prompt_and_earlier_turns_reach_the_model",
          "test_system_prompt_and_earlier_turns_reach_the_model", reason="each adds prompt tokens"),
     case("chat", "completion_tokens-off-by-one", CHAT, "test_conversation_answers_as_assistant",
-         "test_conversation_answers_as_assistant[*]", reason="completion_tokens"),
+         "test_conversation_answers_as_assistant[*]", reason="completion tokens for max_tokens"),
     case("chat", "chat-logprobs-in-completions-format", CHAT, "test_logprobs_structure",
          "test_logprobs_structure[*]", reason="not the completions format"),
     case("completions", "echo-ignored", CHAT, "test_echo_prepends_the_prompt",

@@ -144,7 +144,7 @@ def test_report_records_checks_server_and_areas(pytester, fake_server):
     data = json.loads(report.read_text())
     assert data["servers"] == [{
         "url": fake_server, "model": "served-a", "models": ["served-a"], "version": "0.0.0-fake",
-        "launched_by": "remote", "launch_args": [], "startup_seconds": None,
+        "identity": "vLLM 0.0.0-fake", "launched_by": "remote", "launch_args": [], "startup_seconds": None,
     }]
     outcomes = {c["nodeid"]: (c["area"], c["outcome"]) for c in data["checks"]}
     assert outcomes == {"test_models.py::test_uses_server": ("models", "passed"),

