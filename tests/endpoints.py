@@ -54,7 +54,8 @@ def venv(requirement: str) -> Path:
         if not (folder / "done").exists():
             shutil.rmtree(folder, ignore_errors=True)
             subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
-            env = {**os.environ, "CMAKE_BUILD_PARALLEL_LEVEL": str(os.cpu_count() or 2)}
+            env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}  # its own packages only
+            env["CMAKE_BUILD_PARALLEL_LEVEL"] = str(os.cpu_count() or 2)
             subprocess.run([str(python), "-m", "pip", "install", "--quiet", requirement], check=True, env=env)
             (folder / "done").write_text(requirement)
     return python

@@ -45,8 +45,16 @@ def _endpoint(name: str, workdir: Path):
             yield url, workdir / "llama-cpp.log"
 
 
+@pytest.fixture(scope="module")
+def installed():
+    """The endpoints' venvs and the GGUF, made (or found cached) before a turn with real vLLM is taken."""
+    endpoints.venv(endpoints.LITELLM)
+    endpoints.venv(endpoints.LLAMA_CPP)
+    endpoints.tiny_gguf()
+
+
 @pytest.fixture(scope="module", params=list(BASELINES))
-def run(request, real_vllm_turn, tmp_path_factory):
+def run(request, installed, real_vllm_turn, tmp_path_factory):
     """(name, results, output, server log) of the gated suites' run against one endpoint."""
     name = request.param
     workdir = tmp_path_factory.mktemp(name)

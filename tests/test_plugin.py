@@ -371,3 +371,35 @@ def test_busy_answers_are_asked_again_and_never_pass_for_a_rejection(pytester, f
     checks = {c["id"].split("::")[1]: c for c in json.loads(report.read_text())["checks"]}
     assert checks["test_busy_always"]["reason"].startswith(
         "the server answered 503 (no capacity) to GET /v1/busy-always, and again when asked after its Retry-After")
+
+
+def test_missing_fields_probe_errors_and_vllm_only_capabilities(pytester, fake_server):
+    pytester.makepyfile(test_checks="""
+        import pytest
+
+        def test_missing_field(vllm_http):
+            vllm_http.get("/v1/models").json()["usage"]
+
+        @pytest.mark.vllm_requires("chat")
+        def test_needs_chat(vllm_server):
+            pass
+
+        @pytest.mark.vllm_requires("tokenize")
+        def test_needs_tokenize(vllm_server):
+            pass
+    """)
+    report = pytester.path / "report.json"
+    args = ["--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123", "--vllm-report", str(report)]
+    pytester.runpytest(*args, "--vllm-capability", "vllm=no")
+    checks = {c["id"].split("::")[1]: c for c in json.loads(report.read_text())["checks"]}
+    assert checks["test_missing_field"]["outcome"] == "failed", checks["test_missing_field"]
+    assert checks["test_missing_field"]["reason"].startswith("the server's answer has no 'usage' field")
+    # POST answers 501 here: neither present nor absent, so the server's fault, not ours.
+    assert checks["test_needs_chat"]["outcome"] == "failed", checks["test_needs_chat"]
+    assert checks["test_needs_chat"]["reason"].startswith("probing a capability the check needs: POST /v1/chat")
+    assert checks["test_needs_tokenize"]["outcome"] == "unsupported"
+    assert "lacks 'tokenize'" in checks["test_needs_tokenize"]["reason"]
+    assert "the server is not vLLM" in checks["test_needs_tokenize"]["reason"]
+    pytester.runpytest(*args, "-k", "tokenize")  # the fake says it is vLLM: vLLM's own routes are taken as there
+    [check] = json.loads(report.read_text())["checks"]
+    assert check["outcome"] == "passed", check
