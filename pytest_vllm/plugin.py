@@ -191,6 +191,7 @@ def _explain_failure(item: pytest.Item, report: pytest.TestReport) -> None:
     exchanges = vllm.recorder.exchanges[-_EXCHANGES_SHOWN:]
     if exchanges:
         report.sections.append(("vllm requests", "\n\n".join(e.render() for e in exchanges)))
+        report.vllm_curl = exchanges[-1].curl()
     for server in _servers_of(item, vllm):
         tail = server.log_tail()
         if tail:

@@ -37,6 +37,7 @@ class Record:
     request_seconds: float = 0.0
     properties: dict = field(default_factory=dict)
     findings: list = field(default_factory=list)
+    curl: str = ""  # a failed check's last request, to repeat by hand
 
 
 def check_id(item: pytest.Item) -> str:
@@ -92,6 +93,7 @@ class ReportPlugin:
             record.reason = getattr(report, "vllm_reason", "") or _first_line(report)
             record.fingerprint = getattr(report, "vllm_fingerprint", "") or record.reason
             record.details = _details(report)
+            record.curl = getattr(report, "vllm_curl", "")
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """With a baseline, the exit status is the gate's: regressions or missing checks fail."""
@@ -200,6 +202,9 @@ def main(argv: list[str] | None = None) -> None:
         checks = [{"reason": c.get("message", ""), **c, "id": record_id(c)} for c in data["checks"]]
         for line in reason_lines(checks) + finding_lines(checks):
             print(line)
+        for check in checks:
+            if check.get("curl"):
+                print(f"repeat {check['id']}: {check['curl']}")
         if "gate" in data:
             from pytest_vllm.gate import Comparison
 

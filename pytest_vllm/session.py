@@ -158,8 +158,8 @@ class VllmSession:
         return route, self._probe_client(server).get(route).status_code
 
     def _probe_client(self, server: VllmServer) -> httpx.Client:
-        if server.base_url not in self._probe_clients:
-            self._probe_clients[server.base_url] = self.http(server)
+        if server.base_url not in self._probe_clients:  # its requests are not the check's: not recorded
+            self._probe_clients[server.base_url] = self.http(server, record=False)
         return self._probe_clients[server.base_url]
 
     # Clients
@@ -187,9 +187,9 @@ class VllmSession:
         )
         return self._track(server, openai.AsyncOpenAI(**self._openai_args(server), http_client=http))
 
-    def http(self, server: VllmServer, api_key: Any = _SERVER_KEY) -> httpx.Client:
+    def http(self, server: VllmServer, api_key: Any = _SERVER_KEY, record: bool = True) -> httpx.Client:
         """An httpx client on the server's base URL for wire-level checks: with the server's
-        key, or with `api_key` (None for no key at all)."""
+        key, or with `api_key` (None for no key at all); its exchanges recorded for a failure's report."""
         import httpx
 
         from pytest_vllm.connections import RetryingTransport
@@ -197,7 +197,7 @@ class VllmSession:
 
         from pytest_vllm.answers import install
 
-        hooks = self.recorder.hooks()
+        hooks = self.recorder.hooks() if record else {"request": [], "response": []}
         client = httpx.Client(
             base_url=server.base_url,
             headers=auth_headers(server.api_key if api_key is _SERVER_KEY else api_key),

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import Phase, given
 
 from pytest_vllm import strategies
+from pytest_vllm.verdicts import fingerprint
 
 # No shrinking: every example is a request, and each failure message shows the request.
 FUZZ = {"max_examples": 10, "deadline": None, "phases": [Phase.explicit, Phase.reuse, Phase.generate]}
@@ -35,6 +36,7 @@ def _post(http, path: str, body: dict):
 
 def _assert_no_server_error(vllm, server, response) -> None:
     sent = response.request.content.decode()[:600]
+    fingerprint(f"answered {response.status_code}")  # the failure's kind: which example drew it may vary
     assert response.status_code < 500, (
         f"a request must be answered 200 or 4xx, never {response.status_code} (a server error); "
         f"sent {sent}; got {response.text[:400]}"

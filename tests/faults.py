@@ -238,6 +238,33 @@ class LogitBiasIgnored(RequestFields):
 
 
 @fault
+class AlwaysGreedy(Fault):
+    """Sampling ignored: every generation decoded greedily (temperature 0), whatever it asks for."""
+
+    name = "always-greedy"
+
+    def request(self, req: Request) -> None:
+        if generation(req) and "temperature" in req.fields():
+            req.fields()["temperature"] = 0
+
+
+@fault
+class TopKIgnored(RequestFields):
+    """vLLM's `top_k` accepted but not applied: sampling draws from the whole vocabulary."""
+
+    name = "top_k-ignored"
+    drop = ("top_k",)
+
+
+@fault
+class AllowedTokenIdsIgnored(RequestFields):
+    """vLLM's `allowed_token_ids` accepted but not applied: any token can be generated."""
+
+    name = "allowed_token_ids-ignored"
+    drop = ("allowed_token_ids",)
+
+
+@fault
 class MinTokensIgnored(RequestFields):
     """`min_tokens` ignored: a stop token ends generation before the minimum."""
 

@@ -394,6 +394,8 @@ def test_missing_fields_probe_errors_and_vllm_only_capabilities(pytester, fake_s
     checks = {c["id"].split("::")[1]: c for c in json.loads(report.read_text())["checks"]}
     assert checks["test_missing_field"]["outcome"] == "failed", checks["test_missing_field"]
     assert checks["test_missing_field"]["reason"].startswith("the server's answer has no 'usage' field")
+    assert checks["test_missing_field"]["curl"] == f"curl -sS -X GET {fake_server}/v1/models " \
+        '-H "Authorization: Bearer $VLLM_API_KEY"', checks["test_missing_field"]["curl"]  # the key never written
     # POST answers 501 here: neither present nor absent, so the server's fault, not ours.
     assert checks["test_needs_chat"]["outcome"] == "failed", checks["test_needs_chat"]
     assert checks["test_needs_chat"]["reason"].startswith("probing a capability the check needs: POST /v1/chat")

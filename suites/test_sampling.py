@@ -1,0 +1,196 @@
+"""Each sampling parameter checked for its effect, with properties that hold for any model.
+
+Greedy decoding (temperature 0) is the reference: `top_k=1`, a tiny `top_p` and `min_p=1` keep
+only the likeliest token, so at temperature 1 they must give the greedy text whatever the seed.
+A seed repeats a sampled answer; other seeds, and the choices of n > 1, differ from each other
+(at temperature 1.5 over 16 tokens, equal texts mean the sampling was ignored). `logit_bias`
+-100 and `bad_words` forbid the greedy first token, `allowed_token_ids` confines every token,
+`truncate_prompt_tokens` shows in usage, `prompt_logprobs` scores each prompt token, and the chat
+template flags (`add_generation_prompt`, `continue_final_message`, chat `echo`) change the
+prompt exactly as /tokenize renders it. `suffix` and `best_of` may be refused, never ignored.
+"""
+
+import pytest
+
+pytestmark = pytest.mark.vllm_requires("completions")
+PROMPT = "Once upon a time"
+TOKENS = 16
+SAMPLED = {"temperature": 1.5}
+SEEDS = (11, 22, 33, 44)
+MESSAGES = [{"role": "user", "content": "Tell me a story."}]
+PARTIAL = [*MESSAGES, {"role": "assistant", "content": "Once upon a time"}]
+
+
+@pytest.fixture
+def complete(vllm_http, vllm_server):
+    """`complete(**fields)`: a /v1/completions answer (200 asserted), greedy and `TOKENS` long unless told."""
+
+    def send(**fields):
+        body = {"model": vllm_server.model, "prompt": PROMPT, "max_tokens": TOKENS, "temperature": 0, **fields}
+        response = vllm_http.post("/v1/completions", json=body)
+        assert response.status_code == 200, f"{fields} answered {response.status_code}: {response.text[:300]}"
+        return response.json()
+
+    return send
+
+
+@pytest.fixture
+def chat(vllm_http, vllm_server):
+    """`chat(messages, **fields)`: a /v1/chat/completions answer (200 asserted), greedy, `TOKENS` long."""
+
+    def send(messages, **fields):
+        body = {"model": vllm_server.model, "messages": messages, "max_tokens": TOKENS, "temperature": 0, **fields}
+        response = vllm_http.post("/v1/chat/completions", json=body)
+        assert response.status_code == 200, f"{fields} answered {response.status_code}: {response.text[:300]}"
+        return response.json()
+
+    return send
+
+
+def text(body, index=0):
+    return body["choices"][index]["text"]
+
+
+def first_token(complete):
+    """The id of the greedy answer's first token."""
+    return complete(max_tokens=1, return_token_ids=True)["choices"][0]["token_ids"][0]
+
+
+def test_seed_repeats_and_other_seeds_differ(complete):
+    answers = {seed: text(complete(**SAMPLED, seed=seed)) for seed in SEEDS}
+    again = text(complete(**SAMPLED, seed=SEEDS[0]))
+    assert again == answers[SEEDS[0]], f"the same seed repeats the sampled text: {again!r} != {answers[SEEDS[0]]!r}"
+    assert len(set(answers.values())) > 1, (
+        f"temperature {SAMPLED['temperature']} samples: {len(SEEDS)} seeds over {TOKENS} tokens all gave the same text "
+        f"{answers[SEEDS[0]]!r}, so the temperature or the seed was ignored"
+    )
+
+
+def test_n_sampled_choices_differ(complete):
+    body = complete(**SAMPLED, n=len(SEEDS), seed=SEEDS[0])
+    texts = [choice["text"] for choice in body["choices"]]
+    assert len(texts) == len(SEEDS) and len(set(texts)) > 1, (
+        f"n={len(SEEDS)} at temperature {SAMPLED['temperature']} samples each choice on its own: got {texts}"
+    )
+
+
+@pytest.mark.parametrize("field", [
+    pytest.param({"top_k": 1}, id="top_k=1", marks=pytest.mark.vllm_requires("vllm_sampling")),
+    pytest.param({"top_p": 1e-9}, id="top_p=1e-9"),
+    pytest.param({"min_p": 1.0}, id="min_p=1", marks=pytest.mark.vllm_requires("vllm_sampling")),
+])  # fmt: skip
+def test_keeping_only_the_likeliest_token_is_greedy(complete, field):
+    greedy = text(complete())
+    sampled = [text(complete(temperature=1.0, seed=seed, **field)) for seed in SEEDS[:2]]
+    assert sampled == [greedy, greedy], (
+        f"{field} keeps only the likeliest token, so sampling at temperature 1 gives the greedy text "
+        f"{greedy!r} whatever the seed; got {sampled}"
+    )
+
+
+@pytest.mark.vllm_requires("return_token_ids")
+def test_logit_bias_minus_100_forbids_a_token(complete):
+    token = first_token(complete)
+    body = complete(logit_bias={str(token): -100}, return_token_ids=True)
+    ids = body["choices"][0]["token_ids"]
+    assert token not in ids, f"logit_bias -100 on token {token} (the greedy first token) forbids it: got {ids}"
+
+
+@pytest.mark.vllm_requires("vllm_sampling", "return_token_ids")
+def test_allowed_token_ids_confine_every_token(complete):
+    allowed = sorted(set(complete(return_token_ids=True)["choices"][0]["token_ids"][:3]))
+    body = complete(**SAMPLED, seed=SEEDS[0], allowed_token_ids=allowed, return_token_ids=True)
+    ids = body["choices"][0]["token_ids"]
+    assert ids and set(ids) <= set(allowed), f"allowed_token_ids={allowed} confines every token: got {ids}"
+
+
+@pytest.mark.vllm_requires("vllm_sampling", "logprobs")
+def test_bad_words_forbid_the_greedy_word(complete):
+    body = complete(max_tokens=1, logprobs=0)
+    word = body["choices"][0]["logprobs"]["tokens"][0]
+    if not word.strip() or not word.strip().isalpha():
+        pytest.skip(f"the greedy first token {word!r} is not a word, so bad_words cannot name it")
+    forbidden = complete(max_tokens=1, logprobs=0, bad_words=[word.strip()])
+    got = forbidden["choices"][0]["logprobs"]["tokens"][0]
+    assert got.strip() != word.strip(), f"bad_words=[{word.strip()!r}] forbids the greedy first word: got {got!r}"
+
+
+@pytest.mark.vllm_requires("vllm_sampling")
+def test_truncate_prompt_tokens_shows_in_usage(complete):
+    full = complete(max_tokens=1)["usage"]["prompt_tokens"]
+    truncated = complete(max_tokens=1, truncate_prompt_tokens=2)["usage"]["prompt_tokens"]
+    assert full > 2 and truncated == 2, (
+        f"truncate_prompt_tokens=2 keeps the prompt's last 2 tokens ({full} without it): usage.prompt_tokens {truncated}"
+    )
+
+
+@pytest.mark.vllm_requires("vllm_sampling")
+def test_prompt_logprobs_score_each_prompt_token(complete):
+    body = complete(max_tokens=1, prompt_logprobs=1)
+    scored = body["choices"][0].get("prompt_logprobs")
+    count = body["usage"]["prompt_tokens"]
+    assert isinstance(scored, list) and len(scored) == count and scored[0] is None, (
+        f"prompt_logprobs gives one entry per prompt token ({count}), None for the first (nothing precedes it): "
+        f"{str(scored)[:300]}"
+    )
+    assert all(isinstance(entry, dict) and entry for entry in scored[1:]), f"each later entry maps tokens to logprobs: {scored[:3]}"
+
+
+def test_suffix_is_refused_or_changes_the_answer(vllm_http, vllm_server, complete):
+    body = {"model": vllm_server.model, "prompt": PROMPT, "max_tokens": TOKENS, "temperature": 0, "suffix": " The end."}
+    response = vllm_http.post("/v1/completions", json=body)
+    if 400 <= response.status_code < 500:
+        return  # refused, not silently ignored
+    assert response.status_code == 200, f"suffix answered {response.status_code}: {response.text[:300]}"
+    assert response.json()["choices"][0]["text"] != text(complete()), (
+        "accepted but ignored: `suffix` was answered 200 with exactly the greedy text of the same request "
+        "without it; a server should refuse a suffix (4xx) or insert before it"
+    )
+
+
+def test_best_of_is_refused_or_gives_one_choice(vllm_http, vllm_server):
+    body = {"model": vllm_server.model, "prompt": PROMPT, "max_tokens": 4, "temperature": 1, "seed": 1, "best_of": 2}
+    response = vllm_http.post("/v1/completions", json=body)
+    if 400 <= response.status_code < 500:
+        return
+    assert response.status_code == 200, f"best_of answered {response.status_code}: {response.text[:300]}"
+    assert len(response.json()["choices"]) == 1, f"best_of=2 with n=1 returns the best one choice: {response.text[:300]}"
+
+
+@pytest.mark.vllm_requires("chat", "tokenize")
+@pytest.mark.parametrize("flags", [
+    pytest.param({"add_generation_prompt": False}, id="add_generation_prompt=false"),
+    pytest.param({"add_generation_prompt": False, "continue_final_message": True}, id="continue_final_message"),
+])  # fmt: skip
+def test_template_flags_shape_the_prompt_as_tokenize_renders_it(vllm_http, vllm_server, chat, flags):
+    messages = PARTIAL if flags.get("continue_final_message") else MESSAGES
+    rendered = vllm_http.post("/tokenize", json={"model": vllm_server.model, "messages": messages, **flags})
+    assert rendered.status_code == 200, f"/tokenize {flags} answered {rendered.status_code}: {rendered.text[:300]}"
+    tokens = rendered.json()["tokens"]
+    default = vllm_http.post("/tokenize", json={"model": vllm_server.model, "messages": MESSAGES}).json()["count"]
+    reply = chat(messages, **flags)
+    assert reply["usage"]["prompt_tokens"] == len(tokens), (
+        f"{flags}: chat renders the prompt as /tokenize does with the same flags ({len(tokens)} tokens): "
+        f"usage {reply['usage']}"
+    )
+    assert len(tokens) != default or flags.get("continue_final_message"), (
+        f"add_generation_prompt=false leaves out the assistant header: {len(tokens)} tokens, as many as with it"
+    )
+    by_tokens = vllm_http.post("/v1/completions", json={"model": vllm_server.model, "prompt": tokens,
+                                                        "max_tokens": TOKENS, "temperature": 0})
+    assert by_tokens.status_code == 200, by_tokens.text[:300]
+    assert reply["choices"][0]["message"]["content"] == by_tokens.json()["choices"][0]["text"], (
+        f"{flags}: the chat answer continues exactly that prompt (greedy, as /v1/completions on its token ids): "
+        f"{reply['choices'][0]['message']['content']!r} != {by_tokens.json()['choices'][0]['text']!r}"
+    )
+
+
+@pytest.mark.vllm_requires("chat", "vllm_sampling")
+def test_chat_echo_prepends_the_continued_message(chat):
+    flags = {"add_generation_prompt": False, "continue_final_message": True}
+    plain = chat(PARTIAL, **flags)["choices"][0]["message"]["content"]
+    echoed = chat(PARTIAL, echo=True, **flags)["choices"][0]["message"]["content"]
+    assert echoed == PARTIAL[-1]["content"] + plain, (
+        f"chat echo prepends the last message (the assistant's, continued): {echoed!r} != "
+        f"{PARTIAL[-1]['content'] + plain!r}"
+    )
