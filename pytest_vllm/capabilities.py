@@ -3,7 +3,8 @@
 A check that needs a capability the server lacks ends as *unsupported*. There are three kinds:
 
 - What any server may have (OpenAI's `completions`, `chat`, `logprobs`, `response_format`,
-  `tools`, `vision`, `embeddings`, `auth`; and `lora`, `pooling`): probed on every server. A probe answers "absent" only on an answer
+  `tools`, `vision`, `embeddings`, `auth`, `responses`, `responses_store`; Anthropic's
+  `messages`; and `lora`, `pooling`): probed on every server. A probe answers "absent" only on an answer
   that means absent (a 404 route, a documented "not enabled" message, a constraint or an image
   with no effect); any other unexpected answer is a ProbeError, so a broken feature is never
   mistaken for a missing one.
@@ -201,6 +202,26 @@ def _embeddings(p: Probe) -> bool:
     )
 
 
+def _responses(p: Probe) -> bool:
+    return _absent_if(p.post("/v1/responses", {"input": "Hello", "max_output_tokens": 1}), (404,), "Not Found")
+
+
+def _responses_store(p: Probe) -> bool:
+    """A response created with `store` can be retrieved (vLLM ignores `store` unless told to keep them)."""
+    if not p.has("responses"):
+        return False
+    created = p.post("/v1/responses", {"input": "Hello", "max_output_tokens": 1, "store": True})
+    if not _absent_if(created, (400,), "store"):
+        return False
+    retrieved = p.client.get(f"/v1/responses/{_json(created).get('id')}")
+    return _absent_if(retrieved, (404,))
+
+
+def _messages(p: Probe) -> bool:
+    body = {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 1}
+    return _absent_if(p.post("/v1/messages", body), (404,), "Not Found")
+
+
 def _auth(p: Probe) -> bool:
     import httpx
 
@@ -298,6 +319,9 @@ OPENAI: dict[str, tuple[str, Callable[[Probe], bool]]] = {
     "vision": ("passes image content parts to a vision-language model", _vision),
     "embeddings": ("serves /v1/embeddings: a pooling model, not one that generates text", _embeddings),
     "auth": ("requires an API key on /v1 (vLLM: --api-key)", _auth),
+    "responses": ("serves OpenAI's Responses API (/v1/responses)", _responses),
+    "responses_store": ("stores responses for retrieval (vLLM: VLLM_ENABLE_RESPONSES_API_STORE=1)", _responses_store),
+    "messages": ("serves Anthropic's Messages API (/v1/messages)", _messages),
     "pooling": ("serves vLLM's /pooling, /score and /rerank beside /v1/embeddings", _pooling),
 }
 VLLM_ONLY: dict[str, tuple[str, Callable[[Probe], bool]]] = {

@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     suites = suites_dir()
     if not _given(args, "--rootdir"):  # ids `suites/test_x.py::...` wherever the package lives
         args += ["--rootdir", str(suites.parent)]
-    return int(pytest.main([str(suites), "-p", "no:cacheprovider", *args]))
+    # test_concurrency's async checks each get their own event loop (pytest-asyncio's default, said).
+    options = ["-p", "no:cacheprovider", "-o", "asyncio_default_fixture_loop_scope=function"]
+    return int(pytest.main([str(suites), *options, *args]))
 
 
 def _given(args: list[str], option: str) -> bool:

@@ -32,6 +32,7 @@ EMBEDDED_BY_CAPABILITY = {"vision": "tiny-vision", "embeddings": "minilm-embed"}
 EMBEDDED_ENV = (
     ("HF_HUB_OFFLINE", "1"),
     ("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "True"),
+    ("VLLM_ENABLE_RESPONSES_API_STORE", "1"),
     ("VLLM_CPU_KVCACHE_SPACE", os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")),
 )
 _SERVER_KEY: Any = object()  # http()'s default: the server's own key

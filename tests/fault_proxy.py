@@ -237,9 +237,11 @@ class FaultProxy:
 
 def _rewrite_event(fault: Fault, req: Request, event: bytes) -> bytes:
     text = event.decode()
-    if not text.startswith("data: ") or "\n" in text:
-        return event + b"\n\n"  # not a one-line data event: passed on as it came
-    return b"".join(fault.frame(req, payload) for payload in fault.event(req, text[len("data: "):]))
+    named, _, rest = text.partition("\n") if text.startswith("event: ") else ("", "", text)
+    if not rest.startswith("data: ") or "\n" in rest:
+        return event + b"\n\n"  # not a one-line data event (after its name): passed on as it came
+    prefix = (named + "\n").encode() if named else b""  # the Responses and Messages APIs name each event
+    return b"".join(prefix + fault.frame(req, payload) for payload in fault.event(req, rest[len("data: "):]))
 
 
 async def _send_whole(send, resp: Response) -> None:

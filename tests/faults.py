@@ -475,6 +475,30 @@ class DoneMissing(Fault):
 
 
 @fault
+class ResponsesEventsUnnumbered(Fault):
+    """Responses API events all numbered 0 (a gateway re-encoding each event on its own)."""
+
+    name = "responses-events-unnumbered"
+
+    def event(self, req: Request, payload: str) -> list[str]:
+        if req.path != "/v1/responses" or not payload.startswith("{"):
+            return [payload]
+        return [json.dumps({**json.loads(payload), "sequence_number": 0})]
+
+
+@fault
+class MessagesStopReasonNull(Fault):
+    """A Messages API reply with stop_reason null (built before generation was known to end)."""
+
+    name = "messages-stop_reason-null"
+
+    def response(self, req: Request, resp: Response) -> Response:
+        if req.path == "/v1/messages" and resp.status == 200 and isinstance(resp.json, dict):
+            resp.json["stop_reason"] = None
+        return resp
+
+
+@fault
 class SingleNewlineFraming(Fault):
     """SSE events separated by a single newline, not a blank line (a hand-written stream writer)."""
 

@@ -1,0 +1,161 @@
+"""POST /v1/responses (OpenAI's Responses API): create, instructions, multi-turn input,
+`text.format` structured output, streaming events, stored responses, errors.
+
+A response is validated against OpenAI's own `Response` schema and each streamed event against
+its member of `ResponseStreamEvent`, once each (the other checks judge behaviour). A stream starts with `response.created`, ends with
+`response.completed`, numbers its events 0, 1, 2, ... and its text deltas join to the final
+text. Retrieving a stored response, and continuing one with `previous_response_id`, need the
+server to store responses (vLLM: VLLM_ENABLE_RESPONSES_API_STORE=1; the embedded default sets
+it); a server that answers `store` with a 404 on retrieval lacks `responses_store`.
+"""
+
+import json
+
+import pytest
+
+from pytest_vllm.constraints import schema_violation
+from pytest_vllm.openapi import validate, validate_event
+from pytest_vllm.sse import DONE
+
+pytestmark = pytest.mark.vllm_requires("responses")
+
+TOKENS = 16
+ASK = "Name three colours."
+ANSWER = {"type": "object", "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}},
+          "required": ["answer"], "additionalProperties": False}  # fmt: skip
+
+
+@pytest.fixture
+def create(vllm_http, vllm_server):
+    """`create(**fields)`: a /v1/responses answer (200 asserted), greedy, `TOKENS` long."""
+
+    def send(**fields):
+        body = {"model": vllm_server.model, "input": ASK, "max_output_tokens": TOKENS, "temperature": 0, **fields}
+        response = vllm_http.post("/v1/responses", json=body)
+        assert response.status_code == 200, f"{fields} answered {response.status_code}: {response.text[:400]}"
+        return response.json()
+
+    return send
+
+
+def output_text(body):
+    """The text of the response's output messages, joined (what the SDK's `output_text` gives)."""
+    return "".join(
+        part.get("text", "") for item in body["output"] if item.get("type") == "message"
+        for part in item.get("content", []) if part.get("type") == "output_text"
+    )
+
+
+def test_response_matches_openai_schema(create):
+    validate(create(instructions="You answer briefly."), "Response")
+
+
+def test_create_answers_with_a_completed_message(create):
+    body = create()
+    assert body["object"] == "response" and body["status"] in ("completed", "incomplete"), (
+        f"a response object, completed (or incomplete when max_output_tokens cut it): {body['object']!r}, "
+        f"{body['status']!r}"
+    )
+    assert output_text(body), f"the output holds an assistant message with output_text: {body['output']}"
+    usage = body["usage"]
+    assert 0 < usage["output_tokens"] <= TOKENS and usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"], (
+        f"usage counts at most max_output_tokens={TOKENS} output tokens, total = input + output: {usage}"
+    )
+    if body["status"] == "incomplete":
+        assert body["incomplete_details"]["reason"] == "max_output_tokens", body["incomplete_details"]
+
+
+def test_instructions_and_earlier_turns_reach_the_model(create):
+    turns = [{"role": "user", "content": "Say hello."}, {"role": "assistant", "content": "Hello."},
+             {"role": "user", "content": ASK}]
+    counts = {
+        "input": create(max_output_tokens=1)["usage"]["input_tokens"],
+        "instructions": create(max_output_tokens=1, instructions="You answer briefly.")["usage"]["input_tokens"],
+        "turns": create(max_output_tokens=1, input=turns)["usage"]["input_tokens"],
+    }
+    assert counts["input"] < counts["instructions"] and counts["input"] < counts["turns"], (
+        f"instructions and earlier turns are part of the prompt, so each adds input tokens: {counts}"
+    )
+
+
+def test_text_format_json_schema_is_enforced(create):
+    fmt = {"format": {"type": "json_schema", "name": "answer", "schema": ANSWER, "strict": True}}
+    body = create(input='Reply with the JSON object {"answer": "yes"} or {"answer": "no"}.', max_output_tokens=64,
+                  text=fmt)
+    text = output_text(body)
+    why = schema_violation(ANSWER)(text)
+    assert body["status"] == "completed" and why is None, (
+        f"text.format json_schema constrains the output: status {body['status']!r}, {text!r} {why or ''}"
+    )
+
+
+def _events(vllm_http, server, **fields):
+    body = {"model": server.model, "input": ASK, "max_output_tokens": TOKENS, "temperature": 0, "stream": True, **fields}
+    with vllm_http.stream("POST", "/v1/responses", json=body) as response:
+        raw = response.read().decode()
+    assert response.status_code == 200, f"the stream answered {response.status_code}: {raw[:400]}"
+    events = []
+    for frame in raw.replace("\r\n", "\n").strip().split("\n\n"):
+        data = [line[len("data: "):] for line in frame.split("\n") if line.startswith("data: ")]
+        if data and data[0] != DONE:
+            events.append(json.loads(data[0]))
+    return events
+
+
+def test_stream_events_match_openai_schemas(vllm_http, vllm_server):
+    for event in _events(vllm_http, vllm_server):
+        validate_event(event, "ResponseStreamEvent")
+
+
+def test_stream_events_are_ordered_and_join_to_the_text(vllm_http, vllm_server, create):
+    events = _events(vllm_http, vllm_server)
+    kinds = [event["type"] for event in events]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed", (
+        f"a stream starts with response.created and ends with response.completed: {kinds}"
+    )
+    numbers = [event["sequence_number"] for event in events]
+    assert numbers == list(range(len(events))), f"sequence_number counts the events from 0: {numbers}"
+    deltas = "".join(event["delta"] for event in events if event["type"] == "response.output_text.delta")
+    final = events[-1]["response"]
+    done = [event["text"] for event in events if event["type"] == "response.output_text.done"]
+    assert done == [deltas] and output_text(final) == deltas == output_text(create()), (
+        f"the text deltas join to response.output_text.done's text, to the completed response's and to the "
+        f"non-streamed greedy answer: {deltas!r}, {done}, {output_text(final)!r}"
+    )
+
+
+@pytest.mark.vllm_requires("responses_store")
+def test_stored_response_is_retrieved(vllm_http, create):
+    body = create(store=True)
+    again = vllm_http.get(f"/v1/responses/{body['id']}")
+    assert again.status_code == 200, f"GET /v1/responses/{body['id']} answered {again.status_code}: {again.text[:300]}"
+    assert (again.json()["id"], output_text(again.json())) == (body["id"], output_text(body)), (
+        f"the stored response comes back as it was created: {again.text[:300]}"
+    )
+
+
+@pytest.mark.vllm_requires("responses_store")
+def test_previous_response_id_continues_the_conversation(create):
+    first = create(store=True)
+    follow = create(previous_response_id=first["id"], input="And three more?", max_output_tokens=1)
+    alone = create(input="And three more?", max_output_tokens=1)
+    assert follow["usage"]["input_tokens"] > alone["usage"]["input_tokens"] + first["usage"]["output_tokens"], (
+        f"previous_response_id puts the earlier turn (its input and output) before the new input: "
+        f"{follow['usage']['input_tokens']} input tokens with it, {alone['usage']['input_tokens']} without"
+    )
+
+
+# No case expects an upstream 404 (say an unknown previous_response_id): through a gateway such as
+# LiteLLM's, a 404 from the server behind it puts that server into a cooldown that other checks would see.
+@pytest.mark.parametrize("fields, status", [
+    pytest.param({"max_output_tokens": -1}, (400,), id="max_output_tokens-negative"),
+    pytest.param({"input": 42}, (400,), id="input-a-number"),
+])  # fmt: skip
+def test_invalid_request_is_4xx_with_an_error_object(vllm_http, vllm_server, fields, status):
+    body = {"model": vllm_server.model, "input": ASK, "max_output_tokens": 4, **fields}
+    response = vllm_http.post("/v1/responses", json=body)
+    assert response.status_code in status, (
+        f"{fields} is an invalid request: {' or '.join(map(str, status))}, got {response.status_code}: {response.text[:300]}"
+    )
+    error = response.json().get("error")
+    assert isinstance(error, dict) and error.get("message"), f"an OpenAI error object with a message: {response.text[:300]}"
