@@ -10,7 +10,7 @@ A check that needs a capability the server lacks ends as *unsupported*. There ar
   mistaken for a missing one.
 - `vllm`: the server identifies itself as vLLM (GET /version answers {"version": ...}).
 - vLLM's own routes and fields (`tokenize`, `metrics`, `health`, `ping`, `version`,
-  `lora_runtime`, `vllm_sampling`, `structured_outputs`, `return_token_ids`,
+  `lora_runtime`, `chat_batch`, `invocations`, `vllm_sampling`, `structured_outputs`, `return_token_ids`,
   `continuous_usage_stats`, `model_extras`): on vLLM they are taken as present without a probe,
   so one that vLLM accepts and ignores fails its checks (fail-open detection). On any other
   server a probe looks for vLLM's behaviour (a gateway may forward it); anything else is absent.
@@ -303,6 +303,16 @@ def _continuous_usage_stats(p: Probe) -> bool:
     return False
 
 
+def _chat_batch(p: Probe) -> bool:
+    body = {"messages": [[{"role": "user", "content": "Hello"}]], "max_tokens": _PROBE_TOKENS}
+    return isinstance(_json(p.post("/v1/chat/completions/batch", body)).get("choices"), list)
+
+
+def _invocations(p: Probe) -> bool:
+    body = {"prompt": "Hello", "max_tokens": _PROBE_TOKENS}
+    return isinstance(_json(p.post("/invocations", body)).get("choices"), list)
+
+
 def _model_extras(p: Probe) -> bool:
     entries = _json(p.client.get("/v1/models")).get("data") or []
     return any(isinstance(e, dict) and e.get("id") == p.model and isinstance(e.get("max_model_len"), int)
@@ -337,6 +347,8 @@ VLLM_ONLY: dict[str, tuple[str, Callable[[Probe], bool]]] = {
     "continuous_usage_stats": ("puts usage on every streamed chunk (vLLM's continuous_usage_stats)",
                                _continuous_usage_stats),
     "model_extras": ("lists vLLM's model-entry fields (max_model_len, root, parent)", _model_extras),
+    "chat_batch": ("serves vLLM's /v1/chat/completions/batch", _chat_batch),
+    "invocations": ("serves vLLM's SageMaker route /invocations", _invocations),
 }
 CAPABILITIES: dict[str, tuple[str, Callable[[Probe], bool]]] = {
     **OPENAI,

@@ -287,12 +287,12 @@ class StopReasonDropped(Fault):
 
 @fault
 class BatchIndexZero(Fault):
-    """Choices of a batched prompt list all carry index 0 (each sub-request numbered on its own)."""
+    """Choices of a batch (a prompt list, or conversations) all carry index 0 (each sub-request numbered on its own)."""
 
     name = "batch-choices-all-index-0"
 
     def response(self, req: Request, resp: Response) -> Response:
-        if req.path == COMPLETIONS:
+        if req.path in (COMPLETIONS, "/v1/chat/completions/batch"):
             for choice in choices(resp):
                 choice["index"] = 0
         return resp

@@ -150,6 +150,8 @@ CASES = [
     case("schema", "stream-created-as-string", CHAT, "test_response_matches_openai_schema and chat-stream",
          "test_response_matches_openai_schema[chat-stream]",
          "test_response_matches_openai_schema[chat-stream-usage]", reason="created"),
+    case("routes", "batch-choices-all-index-0", CHAT, "test_chat_batch_answers_each_conversation",
+         "test_chat_batch_answers_each_conversation", reason="one choice per conversation"),
     case("sampling", "always-greedy", CHAT, "test_seed_repeats_and_other_seeds_differ",
          "test_seed_repeats_and_other_seeds_differ", reason="all gave the same text"),
     case("sampling", "top_k-ignored", CHAT, "test_keeping_only_the_likeliest_token_is_greedy and top_k",
