@@ -193,10 +193,9 @@ class VllmSession:
         key, or with `api_key` (None for no key at all); its exchanges recorded for a failure's report."""
         import httpx
 
+        from pytest_vllm.answers import install
         from pytest_vllm.connections import RetryingTransport
         from pytest_vllm.launchers import auth_headers
-
-        from pytest_vllm.answers import install
 
         hooks = self.recorder.hooks() if record else {"request": [], "response": []}
         client = httpx.Client(
