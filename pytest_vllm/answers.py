@@ -19,7 +19,9 @@ class Answer(dict):
     """A JSON object from the server: indexing a field it lacks raises MissingField."""
 
     def __missing__(self, key: Any) -> Any:
-        raise MissingField(f"the server's answer has no {key!r} field: {json.dumps(self)[:300]}")
+        error = MissingField(f"the server's answer has no {key!r} field: {json.dumps(self)[:300]}")
+        error.fingerprint = f"the server's answer has no {key!r} field"  # whatever the check said before
+        raise error
 
 
 def answer(value: Any) -> Any:

@@ -30,6 +30,12 @@ def _url(value: str) -> str:
     return value.rstrip("/").removesuffix("/v1")
 
 
+def _count(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError("expected a whole number of examples, 1 or more")
+    return int(value)
+
+
 def _positive(value: str) -> float:
     try:
         number = float(value)
@@ -139,6 +145,13 @@ OPTIONS = (
         "MODE",
         _fuzz,
         "replay",
+    ),
+    Option(
+        "fuzz_examples",
+        "Examples each fuzz check draws (default: its own small number; raise it to search deeper, "
+        "e.g. with --vllm-fuzz explore).",
+        "N",
+        _count,
     ),
 )
 

@@ -1,7 +1,8 @@
 """Fuzzing the generation routes with Hypothesis: sampling parameters and request bodies.
 
 Valid sampling parameters must be served (200, the asked-for number of choices, the token
-budget and stop strings honoured). Arbitrary values and random JSON bodies must never cause
+budget and stop strings honoured), streamed as well (SSE framing, each choice finishing once,
+the final usage within the budget). Arbitrary values and random JSON bodies must never cause
 a server error: 200 or a 4xx, and the server still serves. vLLM's own sampling fields are drawn
 only for a server that honours them. (Response shapes are checked against OpenAI's schema in
 test_schema.py.)
@@ -13,6 +14,7 @@ import pytest
 from hypothesis import Phase, given
 
 from pytest_vllm import strategies
+from pytest_vllm.sse import choice_chunks, join_choices, read_stream
 from pytest_vllm.verdicts import fingerprint
 
 # No shrinking: every example is a request, and each failure message shows the request.
@@ -50,7 +52,8 @@ def fuzz(vllm, request):
     """`@fuzz(**settings)`: Hypothesis settings under the run's --vllm-fuzz mode (a fixed seed
     and the examples found before, unless exploring)."""
     seed = request.config.getoption("hypothesis_seed", None)
-    return lambda **options: strategies.fuzzing(vllm.settings.fuzz, seed, **options)
+    examples = {"max_examples": vllm.settings.fuzz_examples} if vllm.settings.fuzz_examples else {}
+    return lambda **options: strategies.fuzzing(vllm.settings.fuzz, seed, **{**options, **examples})
 
 
 def _text(choice: dict) -> str:
@@ -72,23 +75,52 @@ def test_valid_sampling_params_are_served(vllm, vllm_http, vllm_server, fuzz, ro
             f"it must be served; sent {params}, got {response.status_code}: {response.text[:400]}"
         )
         body = response.json()
-        n = params.get("n", 1)
-        assert sorted(choice["index"] for choice in body["choices"]) == list(range(n)), (
-            f"n={n} asks for choices 0..{n - 1}, got indices {[c['index'] for c in body['choices']]}"
-        )
-        assert body["usage"]["completion_tokens"] <= n * params["max_tokens"], (
-            f"max_tokens={params['max_tokens']} per choice (n={n}) bounds usage.completion_tokens, "
-            f"got {body['usage']}"
-        )
-        stops = [params["stop"]] if isinstance(params.get("stop"), str) else params.get("stop", [])
-        for choice in body["choices"]:
-            found = [stop for stop in stops if stop in _text(choice)]
-            assert not found, (
-                f"generation ends at the first stop string and leaves it out of the text; "
-                f"choice {choice['index']} contains {found}: {_text(choice)!r} (sent {params})"
-            )
+        _assert_served_as_asked(params, body["choices"], body["usage"])
 
     served()
+
+
+def _assert_served_as_asked(params: dict, choices: list, usage: dict) -> None:
+    """The answer to valid `params` keeps n, the token budget and the stop strings. The fingerprint
+    says which broke; the reason also holds the example that showed it (which may vary by run)."""
+    n = params.get("n", 1)
+    indices = sorted(choice["index"] for choice in choices)
+    fingerprint(f"n={n} asks for choices 0..{n - 1}, got indices {indices}")
+    assert indices == list(range(n)), f"n={n} asks for choices 0..{n - 1}, got indices {indices} (sent {params})"
+    fingerprint("usage.completion_tokens over n x max_tokens")
+    assert usage["completion_tokens"] <= n * params["max_tokens"], (
+        f"max_tokens={params['max_tokens']} per choice (n={n}) bounds usage.completion_tokens, got {usage} "
+        f"(sent {params})"
+    )
+    stops = [params["stop"]] if isinstance(params.get("stop"), str) else params.get("stop", [])
+    fingerprint("a stop string left in the text")
+    for choice in choices:
+        found = [stop for stop in stops if stop in _text(choice)]
+        assert not found, (
+            f"generation ends at the first stop string and leaves it out of the text; "
+            f"choice {choice['index']} contains {found}: {_text(choice)!r} (sent {params})"
+        )
+
+
+@route
+def test_valid_sampling_params_stream_as_served(vllm, vllm_http, vllm_server, fuzz, route):
+    path, base = ROUTES[route]
+    honoured = vllm.has(vllm_server, "vllm_sampling")
+
+    @fuzz(**FUZZ_VALID)
+    @given(params=strategies.sampling_params(max_tokens=MAX_TOKENS, max_n=2, vllm=honoured))
+    def streamed(params):
+        body = {"model": vllm_server.model, **base, **params, "stream": True, "stream_options": {"include_usage": True}}
+        with vllm_http.stream("POST", path, json=body) as response:
+            chunks = read_stream(response)
+        per_choice = {index: [p.get("finish_reason") for p in parts] for index, parts in choice_chunks(chunks).items()}
+        unfinished = {i: r for i, r in per_choice.items() if [x for x in r if x] != [r[-1]] or not r[-1]}
+        fingerprint("a streamed choice that does not finish once, on its last chunk")
+        assert not unfinished, f"each streamed choice finishes once, on its last chunk: {unfinished} (sent {params})"
+        joined = join_choices(chunks)
+        _assert_served_as_asked(params, [{**c, "index": i} for i, c in joined.items()], chunks[-1]["usage"])
+
+    streamed()
 
 
 @route
