@@ -1,4 +1,7 @@
-"""POST /v1/embeddings and vLLM's pooling routes (/pooling, /score, /rerank) on a pooling model.
+"""POST /v1/embeddings and vLLM's pooling routes on a pooling model.
+
+The pooling routes are /pooling, /score and /rerank, and their versioned paths (/v1/score,
+/v1/rerank, /v2/rerank), which must score alike.
 
 Embeddings: float and base64 encodings (OpenAI's base64 is the little-endian float32 bytes
 of the vector), list input order and `index`, token-id input, usage, `dimensions`
@@ -283,3 +286,22 @@ def test_rerank_orders_and_limits(post):
     assert [r["index"] for r in limited.json()["results"]] == [results[0]["index"]], (
         f"top_n=1 keeps only the best document ({results[0]['index']}): {limited.json()['results']}"
     )
+
+
+@pytest.mark.parametrize("route, alias", [
+    pytest.param("/score", "/v1/score", id="v1-score"),
+    pytest.param("/rerank", "/v1/rerank", id="v1-rerank"),
+    pytest.param("/rerank", "/v2/rerank", id="v2-rerank"),
+])  # fmt: skip
+def test_versioned_pooling_routes_answer_as_their_base(post, route, alias):
+    fields = {"text_1": TEXT, "text_2": TEXTS} if route == "/score" else {"query": TEXT, "documents": TEXTS}
+    base = _pooling_route(post(route, **fields), route)
+    versioned = _pooling_route(post(alias, **fields), alias)
+    assert base.status_code == versioned.status_code == 200, (
+        f"{route} and {alias} answer 200: {base.status_code}, {versioned.status_code}: {versioned.text[:300]}"
+    )
+    key, value = ("data", "score") if route == "/score" else ("results", "relevance_score")
+    scores = [{item["index"]: item[value] for item in body.json()[key]} for body in (base, versioned)]
+    assert scores[0].keys() == scores[1].keys() and all(
+        abs(scores[0][i] - scores[1][i]) <= CLOSE for i in scores[0]
+    ), f"{alias} is {route} under a versioned path, so it scores alike: {scores[1]} vs {scores[0]}"

@@ -1,4 +1,4 @@
-"""POST /v1/responses (OpenAI's Responses API): create, instructions, multi-turn input,
+"""POST /v1/responses (OpenAI's Responses API): create, instructions, multi-turn input, cancel,
 `text.format` structured output, streaming events, stored responses, errors.
 
 A response is validated against OpenAI's own `Response` schema and each streamed event against
@@ -159,3 +159,18 @@ def test_invalid_request_is_4xx_with_an_error_object(vllm_http, vllm_server, fie
     )
     error = response.json().get("error")
     assert isinstance(error, dict) and error.get("message"), f"an OpenAI error object with a message: {response.text[:300]}"
+
+
+@pytest.mark.vllm_requires("responses_store")
+def test_cancelling_a_finished_response_is_refused(vllm_http, create):
+    """Only a background response still running can be cancelled (OpenAI); a finished one stays as it was."""
+    body = create(store=True)
+    response = vllm_http.post(f"/v1/responses/{body['id']}/cancel")
+    assert 400 <= response.status_code < 500 and isinstance(response.json().get("error"), dict), (
+        f"cancelling a response that has finished is refused with a 4xx error: "
+        f"{response.status_code} {response.text[:300]}"
+    )
+    again = vllm_http.get(f"/v1/responses/{body['id']}")
+    assert again.status_code == 200 and again.json()["status"] == body["status"], (
+        f"the refused cancel leaves the response {body['status']!r}: {again.status_code} {again.text[:300]}"
+    )
