@@ -57,6 +57,21 @@ def read_stream(response: httpx.Response) -> list[dict[str, Any]]:
     return chunks
 
 
+def read_events(response: httpx.Response) -> list[dict[str, Any]]:
+    """Read a stream of named events (the Responses and Messages APIs: `event:` and `data:` lines)
+    to its end; return the JSON of every `data:` line but `[DONE]`."""
+    body = response.read().decode()
+    assert response.status_code == 200, f"the stream answered {response.status_code}: {body[:400]}"
+    events = []
+    for line in body.splitlines():
+        if line.startswith(_PREFIX) and line[len(_PREFIX):] != DONE:
+            try:
+                events.append(answer(json.loads(line[len(_PREFIX):])))
+            except ValueError:
+                raise AssertionError(f"an SSE event is not JSON: {line[:300]!r}") from None
+    return events
+
+
 def choice_chunks(chunks: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
     """The streamed choice objects of each choice index, in arrival order."""
     by_index: dict[int, list[dict[str, Any]]] = {}

@@ -10,11 +10,10 @@ stop_sequences end a message with their stop_reason; count_tokens counts what th
 usage counts; an invalid request is a 4xx in Anthropic's error shape.
 """
 
-import json
-
 import pytest
 
 from pytest_vllm.openapi import validate, validate_event
+from pytest_vllm.sse import read_events
 
 pytestmark = pytest.mark.vllm_requires("messages")
 
@@ -85,9 +84,7 @@ def test_count_tokens_counts_the_message_input(vllm_http, vllm_server, message):
 def _events(vllm_http, server):
     body = {"model": server.model, "messages": MESSAGES, "max_tokens": TOKENS, "temperature": 0, "stream": True}
     with vllm_http.stream("POST", "/v1/messages", json=body) as response:
-        raw = response.read().decode()
-    assert response.status_code == 200, f"the stream answered {response.status_code}: {raw[:400]}"
-    events = [json.loads(line[len("data: "):]) for line in raw.splitlines() if line.startswith("data: {")]
+        events = read_events(response)
     return [event for event in events if event.get("type") != "ping"]
 
 

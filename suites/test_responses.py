@@ -9,13 +9,11 @@ server to store responses (vLLM: VLLM_ENABLE_RESPONSES_API_STORE=1; the embedded
 it); a server that answers `store` with a 404 on retrieval lacks `responses_store`.
 """
 
-import json
-
 import pytest
 
 from pytest_vllm.constraints import schema_violation
 from pytest_vllm.openapi import validate, validate_event
-from pytest_vllm.sse import DONE
+from pytest_vllm.sse import read_events
 
 pytestmark = pytest.mark.vllm_requires("responses")
 
@@ -92,14 +90,7 @@ def test_text_format_json_schema_is_enforced(create):
 def _events(vllm_http, server, **fields):
     body = {"model": server.model, "input": ASK, "max_output_tokens": TOKENS, "temperature": 0, "stream": True, **fields}
     with vllm_http.stream("POST", "/v1/responses", json=body) as response:
-        raw = response.read().decode()
-    assert response.status_code == 200, f"the stream answered {response.status_code}: {raw[:400]}"
-    events = []
-    for frame in raw.replace("\r\n", "\n").strip().split("\n\n"):
-        data = [line[len("data: "):] for line in frame.split("\n") if line.startswith("data: ")]
-        if data and data[0] != DONE:
-            events.append(json.loads(data[0]))
-    return events
+        return read_events(response)
 
 
 def test_stream_events_match_openai_schemas(vllm_http, vllm_server):
