@@ -5,10 +5,14 @@ only the likeliest token, so at temperature 1 they must give the greedy text wha
 A seed repeats a sampled answer; other seeds, and the choices of n > 1, differ from each other
 (at temperature 1.5 over 16 tokens, equal texts mean the sampling was ignored). `logit_bias`
 -100 and `bad_words` forbid the greedy first token, `allowed_token_ids` confines every token,
-`truncate_prompt_tokens` shows in usage, `prompt_logprobs` scores each prompt token, and the chat
+`truncate_prompt_tokens` shows in usage, `prompt_logprobs` scores each prompt token, the presence
+and frequency penalties pick each greedy token as the best of the raw logprobs less the penalty
+of what was generated before (vLLM's default `--logprobs-mode raw_logprobs`), and the chat
 template flags (`add_generation_prompt`, `continue_final_message`, chat `echo`) change the
 prompt exactly as /tokenize renders it. `suffix` and `best_of` may be refused, never ignored.
 """
+
+import collections
 
 import pytest
 
@@ -113,6 +117,36 @@ def test_bad_words_forbid_the_greedy_word(complete):
     forbidden = complete(max_tokens=1, logprobs=0, bad_words=[word.strip()])
     got = forbidden["choices"][0]["logprobs"]["tokens"][0]
     assert got.strip() != word.strip(), f"bad_words=[{word.strip()!r}] forbids the greedy first word: got {got!r}"
+
+
+PENALTIES = {"frequency": (2.0, 0.0), "presence": (0.0, 2.0), "both": (0.5, 0.5)}
+PENALISED_TOKENS = 48
+TOP_LOGPROBS = 5  # OpenAI's most for /v1/completions
+MARGIN = 1e-3
+
+
+@pytest.mark.vllm_requires("logprobs")
+@pytest.mark.parametrize("penalty", PENALTIES)
+def test_penalties_lower_what_was_generated(vllm, vllm_server, complete, penalty):
+    """Greedy with a penalty picks, at each step, the token whose raw logprob less its penalty is
+    highest: frequency x (times generated so far) + presence x (generated before at all)."""
+    frequency, presence = PENALTIES[penalty]
+    eos = {"ignore_eos": True} if vllm.has(vllm_server, "vllm_sampling") else {}
+    body = complete(max_tokens=PENALISED_TOKENS, logprobs=TOP_LOGPROBS, frequency_penalty=frequency,
+                    presence_penalty=presence, **eos)
+    logprobs = body["choices"][0]["logprobs"]
+    generated = collections.Counter()
+    for step, (token, own, top) in enumerate(zip(logprobs["tokens"], logprobs["token_logprobs"], logprobs["top_logprobs"])):
+        def penalised(candidate, raw):
+            return raw - frequency * generated[candidate] - (presence if generated[candidate] else 0.0)
+
+        best = max(top, key=lambda candidate: penalised(candidate, top[candidate]))
+        assert penalised(best, top[best]) <= penalised(token, own) + MARGIN, (
+            f"frequency_penalty={frequency}, presence_penalty={presence}: step {step} chose {token!r} (raw logprob "
+            f"{own:.3f}, generated {generated[token]}x before), but {best!r} (raw {top[best]:.3f}, generated "
+            f"{generated[best]}x) scores higher after the penalty; text {text(body)!r}"
+        )
+        generated[token] += 1
 
 
 @pytest.mark.vllm_requires("vllm_sampling")

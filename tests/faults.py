@@ -265,6 +265,35 @@ class AllowedTokenIdsIgnored(RequestFields):
 
 
 @fault
+class PenaltiesIgnored(RequestFields):
+    """`frequency_penalty` and `presence_penalty` accepted but not applied (a gateway that drops them)."""
+
+    name = "penalties-ignored"
+    drop = ("frequency_penalty", "presence_penalty")
+
+
+@fault
+class ClassifyUseActivationIgnored(RequestFields):
+    """/classify ignores `use_activation: false` and always answers probabilities."""
+
+    name = "classify-use_activation-ignored"
+    drop = ("use_activation",)
+    paths = ("/classify",)
+
+
+@fault
+class DetokenizeDropsACharacter(Fault):
+    """/detokenize loses the last character of the text (an off-by-one in the decoder's offsets)."""
+
+    name = "detokenize-drops-a-character"
+
+    def response(self, req: Request, resp: Response) -> Response:
+        if req.path == "/detokenize" and resp.status == 200:
+            resp.json["prompt"] = resp.json["prompt"][:-1]
+        return resp
+
+
+@fault
 class MinTokensIgnored(RequestFields):
     """`min_tokens` ignored: a stop token ends generation before the minimum."""
 

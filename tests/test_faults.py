@@ -1,7 +1,7 @@
 """Proof that every check can fail: the shipped suites through a fault-injecting proxy, against real vLLM.
 
-Three real vLLM servers (the embedded default's fixture models: tiny-chat launched with an API
-key, LoRA adapters and hermes tools; tiny-vision; minilm-embed) stand behind
+Four real vLLM servers (the embedded default's fixture models: tiny-chat launched with an API
+key, LoRA adapters and hermes tools; tiny-vision; minilm-embed; minilm-rerank) stand behind
 tests/fault_proxy.py. For each suite module, one or more realistic faults from tests/faults.py
 (a bug of the kind real servers and gateways ship) make named checks of that module FAIL, and
 the failure says what broke; through the same proxy with no fault the same checks PASS. A fault
@@ -43,7 +43,7 @@ NEEDS_VLLM = pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason
 # Set to a JSON file {"tiny-chat": {"url": ..., "api_key": ...}, ...} to test servers already running
 # (development: keeps the servers up between runs). Unset: this module launches them.
 SERVERS_FILE = os.environ.get("PYTEST_VLLM_FAULT_SERVERS")  # read now: conftest clears PYTEST_VLLM_* per test
-CHAT, VISION, EMBED = "tiny-chat", "tiny-vision", "minilm-embed"
+CHAT, VISION, EMBED, RERANK = "tiny-chat", "tiny-vision", "minilm-embed", "minilm-rerank"
 API_KEY = "pytest-vllm-faults-key"
 RUN_TIMEOUT = 300
 JOBS = int(os.environ.get("PYTEST_VLLM_FAULT_JOBS", "2"))  # runs at a time
@@ -98,6 +98,8 @@ CASES = [
          "test_echo_prepends_the_prompt", reason="with echo"),
     case("completions", "seed-ignored", CHAT, "test_same_request_same_text",
          "test_same_request_same_text[seeded]", reason="reproducible"),
+    case("classify", "classify-use_activation-ignored", RERANK, "test_use_activation_false_gives_the_logits",
+         "test_use_activation_false_gives_the_logits", reason="use_activation=false gives the logits"),
     case("completions", "stop_reason-dropped", CHAT, "test_stop_token_ids", "test_stop_token_ids",
          reason="stop_reason"),
     case("completions", "logit_bias-ignored", CHAT, "test_logit_bias_forces_a_token",
@@ -136,7 +138,7 @@ CASES = [
     case("lora", "lora-adapter-not-applied", CHAT, "test_adapter_serves_its_requests",
          "test_adapter_serves_its_requests", reason="should change the model's greedy output"),
     case("lora", "runtime-lora-not-listed", CHAT, "test_runtime_load_and_unload",
-         "test_runtime_load_and_unload", reason="is listed in /v1/models"),
+         "test_runtime_load_and_unload[v1]", "test_runtime_load_and_unload[adapters]", reason="is listed in /v1/models"),
     case("lora", "unknown-model-falls-back", CHAT, "test_unknown_adapter_is_404",
          "test_unknown_adapter_is_404", reason="should be 404"),
     case("metrics", "metric-renamed", CHAT, "test_vllm_metric_is_exposed and prompt_tokens",
@@ -158,6 +160,9 @@ CASES = [
          "test_keeping_only_the_likeliest_token_is_greedy[top_k=1]", reason="keeps only the likeliest token"),
     case("sampling", "allowed_token_ids-ignored", CHAT, "test_allowed_token_ids_confine_every_token",
          "test_allowed_token_ids_confine_every_token", reason="confines every token"),
+    case("sampling", "penalties-ignored", CHAT, "test_penalties_lower_what_was_generated",
+         "test_penalties_lower_what_was_generated[frequency]", "test_penalties_lower_what_was_generated[presence]",
+         reason="scores higher after the penalty"),
     case("sampling", "logit_bias-ignored", CHAT, "test_logit_bias_minus_100_forbids_a_token",
          "test_logit_bias_minus_100_forbids_a_token", reason="forbids it"),
     case("concurrency", "sse-done-missing", CHAT, "test_simultaneous_streams_are_each_complete",
@@ -183,6 +188,8 @@ CASES = [
          reason="must be refused with a 4xx"),
     case("tokenize", "tokenize-count-off-by-one", CHAT, "test_count_and_max_model_len",
          "test_count_and_max_model_len", reason="count is the number of tokens"),
+    case("tokenize", "detokenize-drops-a-character", CHAT, "test_round_trip",
+         "test_round_trip[*]", reason="tokenizes to the same tokens"),
     case("tokenize", "tokenize-messages-without-generation-prompt", CHAT, "test_messages_count_matches_chat_usage",
          "test_messages_count_matches_chat_usage", reason="same chat template"),
     case("tools", "tool-calls-not-parsed", CHAT, "test_required_calls_a_tool",
@@ -196,7 +203,7 @@ CASES = [
     case("vision", "400-answered-as-500", VISION, "test_bad_image_content_is_4xx",
          "test_bad_image_content_is_4xx[corrupt-image]", reason="refused with a 4xx"),
 ]
-SERVERS = (CHAT, VISION, EMBED)
+SERVERS = (CHAT, VISION, EMBED, RERANK)
 
 
 def _table() -> str:
