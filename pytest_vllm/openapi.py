@@ -70,6 +70,11 @@ def _nullable_to_json_schema(node: Any) -> Any:
     return node
 
 
+def schemas(vendor: str = "openai") -> dict[str, dict]:
+    """The document's named schemas (`components.schemas`), as JSON Schema."""
+    return _document(vendor)["components"]["schemas"]
+
+
 @functools.cache
 def _validator(schema: str, vendor: str) -> Any:
     from jsonschema import Draft202012Validator

@@ -239,6 +239,17 @@ def _vllm_requirements(request: pytest.FixtureRequest) -> None:
             request.getfixturevalue("vllm").require(server, name)
 
 
+@pytest.fixture
+def vllm_fuzz(vllm: VllmSession, request: pytest.FixtureRequest):
+    """`@vllm_fuzz(**settings)`: Hypothesis settings under the run's --vllm-fuzz mode (a fixed seed
+    and the examples found before, unless exploring; --vllm-fuzz-examples overrides max_examples)."""
+    from pytest_vllm import strategies
+
+    seed = request.config.getoption("hypothesis_seed", None)
+    examples = {"max_examples": vllm.settings.fuzz_examples} if vllm.settings.fuzz_examples else {}
+    return lambda **options: strategies.fuzzing(vllm.settings.fuzz, seed, **{**options, **examples})
+
+
 @pytest.fixture(scope="session")
 def vllm_openai(vllm: VllmSession, vllm_server: VllmServer) -> Iterator[openai.OpenAI]:
     """An openai SDK client for the server under test (max_retries=0, finite timeouts)."""

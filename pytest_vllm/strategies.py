@@ -133,6 +133,81 @@ def request_bodies(draw: st.DrawFn, *, base: dict[str, Any], max_tokens: int = 8
     return body
 
 
+# Schema fields a schema-shaped body leaves out: how the request is sent, and what costs tokens.
+_SCHEMA_SKIPPED = ("model", "stream", "stream_options", "best_of", "prompt", "messages", "input")
+_SCHEMA_DEPTH = 4
+
+
+def schema_values(schema: dict, definitions: dict[str, dict], depth: int = _SCHEMA_DEPTH) -> st.SearchStrategy[Any]:
+    """Values that a JSON Schema node describes, for the keywords request schemas use: `$ref` (into
+    `definitions`), const, enum, anyOf/oneOf, type (with ranges, lengths and item counts),
+    properties and required. Strings, lists and objects stay small; nesting stops at `depth`."""
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[-1]
+        return schema_values(definitions[name], definitions, depth - 1) if depth > 0 else st.none()
+    if "const" in schema:
+        return st.just(schema["const"])
+    if "enum" in schema:
+        return st.sampled_from(schema["enum"])
+    members = schema.get("anyOf") or schema.get("oneOf") or schema.get("allOf")  # allOf: of one member, here
+    if members:
+        return st.one_of([schema_values(m, definitions, depth) for m in members])
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        return st.one_of([schema_values({**schema, "type": k}, definitions, depth) for k in kind])
+    if kind == "null":
+        return st.none()
+    if kind == "boolean":
+        return st.booleans()
+    if kind == "integer":
+        return st.integers(schema.get("minimum", -1000), schema.get("maximum", 1000))
+    if kind == "number":
+        return st.floats(schema.get("minimum", -1000.0), schema.get("maximum", 1000.0),
+                         exclude_min="exclusiveMinimum" in schema, exclude_max="exclusiveMaximum" in schema,
+                         allow_nan=False, allow_subnormal=False)
+    if kind == "string":
+        return st.text(min_size=schema.get("minLength", 0), max_size=max(schema.get("minLength", 0), 8))
+    if depth <= 0:
+        return st.none()
+    if kind == "array" or "items" in schema:
+        low = schema.get("minItems", 0)
+        return st.lists(schema_values(schema.get("items", {}), definitions, depth - 1),
+                        min_size=low, max_size=max(low, min(schema.get("maxItems", 2), 2)))
+    properties = schema.get("properties")
+    if kind == "object" or properties:
+        required = {k: schema_values(properties[k], definitions, depth - 1)
+                    for k in schema.get("required", []) if k in (properties or {})}
+        optional = {k: schema_values(v, definitions, depth - 1)
+                    for k, v in (properties or {}).items() if k not in required}
+        if not properties:
+            return st.dictionaries(st.text(max_size=6), json_values(max_leaves=3), max_size=2)
+        return st.fixed_dictionaries(required, optional=optional)
+    return json_values(max_leaves=3)  # {} (any value)
+
+
+@st.composite
+def schema_shaped_bodies(draw: st.DrawFn, *, base: dict[str, Any], schemas: list[tuple[dict, dict]],
+                         max_tokens: int = 8) -> dict[str, Any]:
+    """`base` (a valid request) with up to 4 fields of the request schemas in `schemas` (pairs of
+    the request's schema and the definitions its `$ref`s point into), each with a value its own
+    schema describes. The budget fields stay small: max_tokens and max_completion_tokens at most
+    `max_tokens`, n at most 2, logprobs counts at most 5."""
+    fields = {}
+    for schema, definitions in schemas:
+        for name, node in schema.get("properties", {}).items():
+            if name not in _SCHEMA_SKIPPED:
+                fields.setdefault(name, (node, definitions))
+    names = draw(st.lists(st.sampled_from(sorted(fields)), max_size=4, unique=True))
+    body = {**base, **{name: draw(schema_values(*fields[name])) for name in names}}
+    body["max_tokens"] = draw(st.integers(1, max_tokens))
+    caps = {"max_completion_tokens": max_tokens, "n": 2, "logprobs": 5, "top_logprobs": 5, "prompt_logprobs": 5,
+            "min_tokens": max_tokens}
+    for name, most in caps.items():
+        if isinstance(body.get(name), int) and not isinstance(body[name], bool) and body[name] > most:
+            body[name] = most
+    return body
+
+
 FUZZ_SEED = 0
 
 

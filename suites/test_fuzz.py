@@ -13,17 +13,23 @@ import json
 import pytest
 from hypothesis import Phase, given
 
-from pytest_vllm import strategies
+from pytest_vllm import openapi, strategies
 from pytest_vllm.sse import choice_chunks, join_choices, read_stream
 from pytest_vllm.verdicts import fingerprint
 
-# No shrinking: every example is a request, and each failure message shows the request.
-FUZZ = {"max_examples": 10, "deadline": None, "phases": [Phase.explicit, Phase.reuse, Phase.generate]}
+# A failure shrinks to a minimal request: the check's last request, which the report repeats as curl.
+FUZZ = {"max_examples": 10, "deadline": None,
+        "phases": [Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink]}
 FUZZ_VALID = {**FUZZ, "max_examples": 6}  # these generate tokens
 MAX_TOKENS = 6
 ROUTES = {
     "completions": ("/v1/completions", {"prompt": "Hello, my name is"}),
     "chat": ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hello"}]}),
+}
+# The request schemas of each route: OpenAI's, and vLLM's own (from the server's /openapi.json).
+REQUEST_SCHEMAS = {
+    "completions": ("CreateCompletionRequest", "CompletionRequest"),
+    "chat": ("CreateChatCompletionRequest", "ChatCompletionRequest"),
 }
 route = pytest.mark.parametrize(
     "route",
@@ -47,26 +53,17 @@ def _assert_no_server_error(vllm, server, response) -> None:
     assert status == 200, f"{route} answered {status} after sending {sent}"
 
 
-@pytest.fixture
-def fuzz(vllm, request):
-    """`@fuzz(**settings)`: Hypothesis settings under the run's --vllm-fuzz mode (a fixed seed
-    and the examples found before, unless exploring)."""
-    seed = request.config.getoption("hypothesis_seed", None)
-    examples = {"max_examples": vllm.settings.fuzz_examples} if vllm.settings.fuzz_examples else {}
-    return lambda **options: strategies.fuzzing(vllm.settings.fuzz, seed, **{**options, **examples})
-
-
 def _text(choice: dict) -> str:
     return choice["text"] if "text" in choice else choice["message"]["content"] or ""
 
 
 @route
-def test_valid_sampling_params_are_served(vllm, vllm_http, vllm_server, fuzz, route):
+def test_valid_sampling_params_are_served(vllm, vllm_http, vllm_server, vllm_fuzz, route):
     path, base = ROUTES[route]
     honoured = vllm.has(vllm_server, "vllm_sampling")
     ranges = "OpenAI's spec and vLLM's SamplingParams" if honoured else "OpenAI's spec"
 
-    @fuzz(**FUZZ_VALID)
+    @vllm_fuzz(**FUZZ_VALID)
     @given(params=strategies.sampling_params(max_tokens=MAX_TOKENS, max_n=2, vllm=honoured))
     def served(params):
         response = vllm_http.post(path, json={"model": vllm_server.model, **base, **params})
@@ -103,11 +100,11 @@ def _assert_served_as_asked(params: dict, choices: list, usage: dict) -> None:
 
 
 @route
-def test_valid_sampling_params_stream_as_served(vllm, vllm_http, vllm_server, fuzz, route):
+def test_valid_sampling_params_stream_as_served(vllm, vllm_http, vllm_server, vllm_fuzz, route):
     path, base = ROUTES[route]
     honoured = vllm.has(vllm_server, "vllm_sampling")
 
-    @fuzz(**FUZZ_VALID)
+    @vllm_fuzz(**FUZZ_VALID)
     @given(params=strategies.sampling_params(max_tokens=MAX_TOKENS, max_n=2, vllm=honoured))
     def streamed(params):
         body = {"model": vllm_server.model, **base, **params, "stream": True, "stream_options": {"include_usage": True}}
@@ -124,11 +121,39 @@ def test_valid_sampling_params_stream_as_served(vllm, vllm_http, vllm_server, fu
 
 
 @route
-def test_arbitrary_sampling_params_never_cause_a_server_error(vllm, vllm_http, vllm_server, fuzz, route):
+def test_schema_shaped_bodies_are_served_or_refused(vllm, vllm_http, vllm_server, vllm_fuzz, route):
+    """Fields drawn from OpenAI's request schema (and vLLM's own, on vLLM), each value as its schema
+    describes it: answered 200 or a 4xx, never a server error; a 200 keeps n and the token budget."""
+    path, base = ROUTES[route]
+    openai_name, vllm_name = REQUEST_SCHEMAS[route]
+    schemas = [(openapi.schemas()[openai_name], openapi.schemas())]
+    if vllm.has(vllm_server, "vllm"):
+        response = vllm_http.get("/openapi.json")
+        assert response.status_code == 200, f"vLLM serves its OpenAPI document at /openapi.json: {response.status_code}"
+        own = response.json()["components"]["schemas"]
+        schemas.append((own[vllm_name], own))
+
+    @vllm_fuzz(**FUZZ)
+    @given(body=strategies.schema_shaped_bodies(base={"model": vllm_server.model, **base}, schemas=schemas,
+                                                max_tokens=MAX_TOKENS))
+    def answered(body):
+        response = _post(vllm_http, path, body)
+        _assert_no_server_error(vllm, vllm_server, response)
+        if response.status_code == 200:
+            answer = response.json()
+            # chat's max_completion_tokens replaces the deprecated max_tokens: either may bound it
+            budget = {"n": body.get("n") or 1, "max_tokens": max(body["max_tokens"], body.get("max_completion_tokens") or 0)}
+            _assert_served_as_asked(budget, answer["choices"], answer["usage"])
+
+    answered()
+
+
+@route
+def test_arbitrary_sampling_params_never_cause_a_server_error(vllm, vllm_http, vllm_server, vllm_fuzz, route):
     path, base = ROUTES[route]
     honoured = vllm.has(vllm_server, "vllm_sampling")
 
-    @fuzz(**FUZZ)
+    @vllm_fuzz(**FUZZ)
     @given(params=strategies.unchecked_sampling_params(max_tokens=MAX_TOKENS, vllm=honoured))
     def answered(params):
         response = _post(vllm_http, path, {"model": vllm_server.model, **base, **params})
@@ -138,10 +163,10 @@ def test_arbitrary_sampling_params_never_cause_a_server_error(vllm, vllm_http, v
 
 
 @route
-def test_random_bodies_never_cause_a_server_error(vllm, vllm_http, vllm_server, fuzz, route):
+def test_random_bodies_never_cause_a_server_error(vllm, vllm_http, vllm_server, vllm_fuzz, route):
     path, base = ROUTES[route]
 
-    @fuzz(**FUZZ)
+    @vllm_fuzz(**FUZZ)
     @given(body=strategies.request_bodies(base={"model": vllm_server.model, **base}, max_tokens=MAX_TOKENS))
     def answered(body):
         response = _post(vllm_http, path, body)

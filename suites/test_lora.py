@@ -7,7 +7,9 @@ text happens to match, its logprobs do) and `model` echoes its name. Runtime loa
 vLLM reports for it) under a new name, through either family of routes: vLLM's
 /v1/load_lora_adapter and /v1/unload_lora_adapter, and SageMaker's POST /adapters and
 DELETE /adapters/{name}. Errors: an unknown adapter, a bad path, a duplicate load and the
-unload of an unknown adapter are refused with a 4xx.
+unload of an unknown adapter are refused with a 4xx. Random sequences of loads, uses and
+unloads (Hypothesis, under --vllm-fuzz) keep every answer and /v1/models consistent with what
+is loaded at each step.
 """
 
 import uuid
@@ -16,8 +18,11 @@ from typing import Callable
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pytest_vllm.outcomes import Unsupported
+from pytest_vllm.verdicts import fingerprint
 
 TOKENS = 16
 PROMPT = "Once upon a time"
@@ -235,3 +240,50 @@ def test_unload_of_an_unknown_adapter_is_4xx(http, runtime, new_name):
         f"unloading {new_name!r}, which was never loaded, should be refused with a 4xx; got "
         f"{response.status_code}: {response.text[:300]}"
     )
+
+
+LIFECYCLE_NAMES = 2
+STEPS = st.lists(st.tuples(st.sampled_from(["load", "use", "unload"]), st.integers(0, LIFECYCLE_NAMES - 1)),
+                 min_size=1, max_size=8)
+
+
+def test_random_lifecycles_keep_the_adapters_state(http, runtime, adapter_path, send, vllm_fuzz):
+    """load -> 200 if the name is free, else 4xx; use -> 200 answered as it if loaded, else 404;
+    unload -> 200 if loaded, else 4xx; /v1/models lists exactly the loaded names after each step."""
+    _, root = adapter_path
+
+    @vllm_fuzz(max_examples=6, deadline=None)
+    @given(steps=STEPS)
+    def lifecycle(steps):
+        names = [f"{OWN_PREFIX}cycle-{uuid.uuid4().hex[:8]}-{i}" for i in range(LIFECYCLE_NAMES)]
+        loaded, done = set(), []
+        try:
+            for op, i in steps:
+                name = names[i]
+                was = "a loaded" if name in loaded else "an unloaded"
+                if op == "load":
+                    response, ok = runtime.load(http, name, root), name not in loaded
+                elif op == "unload":
+                    response, ok = runtime.unload(http, name), name in loaded
+                else:
+                    response, ok = send(name, max_tokens=1), name in loaded
+                done.append(f"{op} {i} -> {response.status_code}")
+                expected = "200" if ok else ("404" if op == "use" else "a 4xx")
+                fingerprint(f"{op} of {was} adapter answered {response.status_code}, not {expected}")
+                good = response.status_code == 200 if ok else (
+                    response.status_code == 404 if op == "use" else 400 <= response.status_code < 500)
+                assert good, (
+                    f"{op} of {was} adapter should answer {expected}; steps {done}: {response.text[:300]}"
+                )
+                if ok and op != "use":
+                    (loaded.add if op == "load" else loaded.discard)(name)
+                if ok and op == "use":
+                    assert response.json()["model"] == name, f"answered as {response.json()['model']!r}; steps {done}"
+                listed = {id for id in _models(http) if id in names}
+                fingerprint("/v1/models does not list exactly the loaded adapters")
+                assert listed == loaded, f"/v1/models lists {sorted(listed)}, loaded are {sorted(loaded)}; steps {done}"
+        finally:
+            for name in loaded:
+                runtime.unload(http, name)
+
+    lifecycle()

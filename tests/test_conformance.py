@@ -78,8 +78,9 @@ def test_each_server_was_launched_once_for_two_workers(run):
     launches = Counter(" ".join(server["launch_args"][1:]) for server in data["servers"])
     assert launches and max(launches.values()) == 1, f"a configuration was launched twice: {launches}"
     models = sorted(server["model"] for server in data["servers"])
-    assert models == ["minilm-embed", "tiny-chat", "tiny-chat", "tiny-vision"], (
-        f"the embedded default serves the chat model (and a keyed copy for auth), vision and embeddings: {models}"
+    assert models == ["minilm-embed", "minilm-rerank", "tiny-chat", "tiny-chat", "tiny-vision"], (
+        f"the embedded default serves the chat model (and a keyed copy for auth), vision, embeddings and a "
+        f"classifier: {models}"
     )
 
 

@@ -139,6 +139,8 @@ CASES = [
          "test_adapter_serves_its_requests", reason="should change the model's greedy output"),
     case("lora", "runtime-lora-not-listed", CHAT, "test_runtime_load_and_unload",
          "test_runtime_load_and_unload[v1]", "test_runtime_load_and_unload[adapters]", reason="is listed in /v1/models"),
+    case("lora", "runtime-lora-not-listed", CHAT, "test_random_lifecycles_keep_the_adapters_state",
+         "test_random_lifecycles_keep_the_adapters_state[*]", reason="loaded are"),
     case("lora", "unknown-model-falls-back", CHAT, "test_unknown_adapter_is_404",
          "test_unknown_adapter_is_404", reason="should be 404"),
     case("metrics", "metric-renamed", CHAT, "test_vllm_metric_is_exposed and prompt_tokens",
