@@ -7,11 +7,17 @@ streams may carry, are outside the union and skipped). A stream runs
 message_start, then each content block's start, deltas and stop, then message_delta and
 message_stop, and its text deltas join to the non-streamed greedy text. max_tokens and
 stop_sequences end a message with their stop_reason; count_tokens counts what the message's
-usage counts; an invalid request is a 4xx in Anthropic's error shape.
+usage counts; an invalid request is a 4xx in Anthropic's error shape. With `tool_choice`
+`{"type": "any"}` the reply holds a `tool_use` block of a listed tool whose input follows the
+tool's `input_schema` (the tool is `strict`), and ends with stop_reason "tool_use"; a
+`tool_result` turn is answered.
 """
+
+import json
 
 import pytest
 
+from pytest_vllm.constraints import schema_violation
 from pytest_vllm.openapi import validate, validate_event
 from pytest_vllm.sse import read_events
 
@@ -19,6 +25,11 @@ pytestmark = pytest.mark.vllm_requires("messages")
 
 TOKENS = 16
 MESSAGES = [{"role": "user", "content": "Name three colours."}]
+WEATHER = {"name": "get_weather", "description": "Get the weather in a city.", "strict": True,
+           "input_schema": {"type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]}},
+                            "required": ["city"], "additionalProperties": False}}  # fmt: skip
+ASK_TOOL = [{"role": "user", "content": "What is the weather in Paris? Use the tools."}]
+TOOL_TOKENS = 64
 
 
 @pytest.fixture
@@ -135,3 +146,34 @@ def test_invalid_request_is_4xx_with_an_error(vllm_http, vllm_server, fields):
     )
     error = response.json().get("error")
     assert isinstance(error, dict) and error.get("message"), f"the 4xx carries an error with a message: {response.text[:300]}"
+
+
+@pytest.mark.vllm_requires("tools")
+def test_tool_choice_any_calls_a_listed_tool(message):
+    body = message(messages=ASK_TOOL, tools=[WEATHER], tool_choice={"type": "any"}, max_tokens=TOOL_TOKENS)
+    uses = [block for block in body["content"] if block["type"] == "tool_use"]
+    assert uses and body["stop_reason"] == "tool_use", (
+        f"tool_choice 'any' makes the reply hold a tool_use block and end with stop_reason 'tool_use': "
+        f"stop_reason {body['stop_reason']!r}, content {body['content']}"
+    )
+    for use in uses:
+        assert use["name"] == WEATHER["name"] and isinstance(use.get("id"), str) and use["id"], (
+            f"a tool_use block names a listed tool and carries an id: {use}"
+        )
+        problem = schema_violation(WEATHER["input_schema"])(json.dumps(use["input"]))
+        assert problem is None, f"the tool_use input follows the tool's input_schema: {problem} ({use['input']})"
+
+
+@pytest.mark.vllm_requires("tools")
+def test_tool_result_turn_is_answered(message):
+    turns = [*ASK_TOOL,
+             {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_weather_1", "name": WEATHER["name"],
+                                                "input": {"city": "Paris"}}]},
+             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_weather_1",
+                                           "content": "Sunny, 21 celsius."}]}]  # fmt: skip
+    with_result = message(messages=turns, tools=[WEATHER], max_tokens=1)
+    without = message(messages=ASK_TOOL, tools=[WEATHER], max_tokens=1)
+    assert with_result["usage"]["input_tokens"] > without["usage"]["input_tokens"], (
+        f"the tool_use and its tool_result reach the model as input: {with_result['usage']['input_tokens']} "
+        f"input tokens with them, {without['usage']['input_tokens']} without"
+    )

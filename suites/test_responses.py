@@ -1,12 +1,14 @@
 """POST /v1/responses (OpenAI's Responses API): create, instructions, multi-turn input, cancel,
-`text.format` structured output, streaming events, stored responses, errors.
+`text.format` structured output, function tools, streaming events, stored responses, errors.
 
 A response is validated against OpenAI's own `Response` schema and each streamed event against
 its member of `ResponseStreamEvent`, once each (the other checks judge behaviour). A stream starts with `response.created`, ends with
 `response.completed`, numbers its events 0, 1, 2, ... and its text deltas join to the final
 text. Retrieving a stored response, and continuing one with `previous_response_id`, need the
 server to store responses (vLLM: VLLM_ENABLE_RESPONSES_API_STORE=1; the embedded default sets
-it); a server that answers `store` with a 404 on retrieval lacks `responses_store`.
+it); a server that answers `store` with a 404 on retrieval lacks `responses_store`. With
+`tool_choice: "required"` the output holds a `function_call` of a listed tool, its arguments
+valid against the tool's strict schema; its `function_call_output` turn is answered.
 """
 
 import pytest
@@ -21,6 +23,11 @@ TOKENS = 16
 ASK = "Name three colours."
 ANSWER = {"type": "object", "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}},
           "required": ["answer"], "additionalProperties": False}  # fmt: skip
+WEATHER = {"type": "function", "name": "get_weather", "description": "Get the weather in a city.", "strict": True,
+           "parameters": {"type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]}},
+                          "required": ["city"], "additionalProperties": False}}  # fmt: skip
+ASK_TOOL = "What is the weather in Paris? Use the tools."
+TOOL_TOKENS = 64
 
 
 @pytest.fixture
@@ -164,4 +171,31 @@ def test_cancelling_a_finished_response_is_refused(vllm_http, create):
     again = vllm_http.get(f"/v1/responses/{body['id']}")
     assert again.status_code == 200 and again.json()["status"] == body["status"], (
         f"the refused cancel leaves the response {body['status']!r}: {again.status_code} {again.text[:300]}"
+    )
+
+
+@pytest.mark.vllm_requires("tools")
+def test_required_tool_choice_calls_a_listed_function(create):
+    body = create(input=ASK_TOOL, tools=[WEATHER], tool_choice="required", max_output_tokens=TOOL_TOKENS)
+    calls = [item for item in body["output"] if item.get("type") == "function_call"]
+    assert calls, f"tool_choice 'required' makes the output hold a function_call item: {body['output']}"
+    for call in calls:
+        assert call["name"] == WEATHER["name"] and isinstance(call.get("call_id"), str) and call["call_id"], (
+            f"a function_call names a listed tool and carries a call_id: {call}"
+        )
+        problem = schema_violation(WEATHER["parameters"])(call["arguments"])
+        assert problem is None, f"the call's arguments follow the strict tool's schema: {problem} ({call['arguments']!r})"
+
+
+@pytest.mark.vllm_requires("tools")
+def test_function_call_output_turn_is_answered(create):
+    turns = [{"role": "user", "content": ASK_TOOL},
+             {"type": "function_call", "call_id": "call_weather_1", "name": WEATHER["name"],
+              "arguments": '{"city": "Paris"}'},
+             {"type": "function_call_output", "call_id": "call_weather_1", "output": "Sunny, 21 celsius."}]  # fmt: skip
+    with_result = create(input=turns, tools=[WEATHER], max_output_tokens=1)
+    without = create(input=turns[:1], tools=[WEATHER], max_output_tokens=1)
+    assert with_result["usage"]["input_tokens"] > without["usage"]["input_tokens"], (
+        f"the call and its output reach the model as input: {with_result['usage']['input_tokens']} input tokens "
+        f"with them, {without['usage']['input_tokens']} without"
     )

@@ -265,6 +265,20 @@ class AllowedTokenIdsIgnored(RequestFields):
 
 
 @fault
+class ToolStrictDropped(Fault):
+    """`strict` dropped from tool definitions (a gateway that rewrites tools without it): arguments
+    are no longer held to the tool's schema."""
+
+    name = "tool-strict-dropped"
+
+    def request(self, req: Request) -> None:
+        if req.path in (CHAT, "/v1/responses", "/v1/messages"):
+            for tool in req.fields().get("tools") or []:
+                tool.pop("strict", None)
+                (tool.get("function") or {}).pop("strict", None)
+
+
+@fault
 class PenaltiesIgnored(RequestFields):
     """`frequency_penalty` and `presence_penalty` accepted but not applied (a gateway that drops them)."""
 
