@@ -1,7 +1,9 @@
 """Many requests at once, with pytest-asyncio and the async openai client.
 
 Simultaneous streams each arrive well-formed and complete; a burst of requests is queued and
-answered, never refused. Greedy answers
+answered, never refused. A client that drops a long stream after its first tokens stops it: the
+server never finishes it (vLLM's /metrics records no request that generated even half of it by
+the time it would have ended), and keeps serving. Greedy answers
 under concurrency are not compared with sequential ones: vLLM is not batch-invariant by default
 (the same prompt batched with others may round differently), so such a check could not give the
 same verdict twice.
@@ -12,6 +14,7 @@ import time
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from pytest_vllm.sse import join_choices, read_stream
 
@@ -21,6 +24,8 @@ STREAMS = 16
 BURST = 48
 TOKENS = 8
 MESSAGES = [{"role": "user", "content": "Count to ten."}]
+LONG = 1000  # tokens the dropped stream asks for (fewer if the model's context is shorter)
+READ_FIRST = 8  # chunks read before dropping it: they time the generation
 
 
 @pytest.fixture
@@ -77,3 +82,50 @@ async def test_a_burst_is_queued_not_refused(async_http, body, record_property):
         f"{BURST} requests at once are queued and answered (a server with fewer sequence slots waits), "
         f"never refused: {len(refused)} kinds of refusal, e.g. {refused[:2]}"
     )
+
+
+def _longer_than(http, tokens: float) -> float:
+    """How many finished requests generated more than `tokens` (vLLM's request_generation_tokens
+    histogram): only a request as long as the dropped one can count, whatever its neighbours send."""
+    response = http.get("/metrics")
+    assert response.status_code == 200, f"/metrics answered {response.status_code}"
+    counts = {}
+    for family in text_string_to_metric_families(response.text):
+        if family.name == "vllm:request_generation_tokens":
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    bound = float(sample.labels["le"])
+                    counts[bound] = counts.get(bound, 0.0) + sample.value
+    assert counts, "vLLM's /metrics has the vllm:request_generation_tokens histogram"
+    below = max((b for b in counts if b <= tokens), default=None)
+    return counts[float("inf")] - (counts[below] if below is not None else 0.0)
+
+
+@pytest.mark.vllm_requires("completions", "metrics", "vllm_sampling", "model_extras")
+async def test_a_dropped_stream_is_stopped(vllm, vllm_server, vllm_http, async_http, record_property):
+    [entry] = [m for m in vllm_http.get("/v1/models").json()["data"] if m["id"] == vllm_server.model]
+    tokens = min(LONG, entry["max_model_len"] - 16)
+    before = _longer_than(vllm_http, tokens / 2)
+    body = {"model": vllm_server.model, "prompt": "Once", "max_tokens": tokens, "ignore_eos": True, "stream": True}
+    times = []
+    async with async_http:
+        async with async_http.stream("POST", "/v1/completions", json=body) as response:
+            async for line in response.aiter_lines():
+                if line.startswith("data: {"):
+                    times.append(time.monotonic())
+                if len(times) == READ_FIRST:
+                    break
+    per_chunk = (times[-1] - times[0]) / (READ_FIRST - 1)
+    # Wait until the stream, had it gone on, would have ended (twice its measured pace), then look.
+    wait = min(2 * per_chunk * tokens + 1, vllm.settings.request_timeout)
+    await asyncio.sleep(wait)
+    finished = _longer_than(vllm_http, tokens / 2) - before
+    record_property("dropped stream", f"{tokens} tokens asked, dropped after {READ_FIRST} chunks; "
+                                      f"{finished:.0f} requests over {tokens // 2} tokens finished in {wait:.1f} s")
+    assert finished == 0, (
+        f"a client that drops a stream of max_tokens={tokens} after {READ_FIRST} chunks should stop it; "
+        f"{wait:.1f} s later (twice the time it would take) /metrics records a finished request that "
+        f"generated over {tokens // 2} tokens"
+    )
+    answered = vllm_http.post("/v1/completions", json={"model": vllm_server.model, "prompt": "Once", "max_tokens": 1})
+    assert answered.status_code == 200, f"after the dropped stream the server keeps serving: {answered.status_code}"

@@ -279,6 +279,15 @@ class ToolStrictDropped(Fault):
 
 
 @fault
+class DroppedStreamRunsOn(Fault):
+    """A gateway that keeps reading a stream from the server after its client has gone, so the
+    server generates all of it for nobody."""
+
+    name = "dropped-stream-runs-on"
+    keeps_upstream = True
+
+
+@fault
 class PenaltiesIgnored(RequestFields):
     """`frequency_penalty` and `presence_penalty` accepted but not applied (a gateway that drops them)."""
 
