@@ -3,10 +3,11 @@
 Simultaneous streams each arrive well-formed and complete; a burst of requests is queued and
 answered, never refused. A client that drops a long stream after its first tokens stops it: the
 server never finishes it (vLLM's /metrics records no request that generated even half of it by
-the time it would have ended), and keeps serving. Greedy answers
-under concurrency are not compared with sequential ones: vLLM is not batch-invariant by default
-(the same prompt batched with others may round differently), so such a check could not give the
-same verdict twice.
+the time it would have ended), and keeps serving. Greedy answers under concurrency equal the
+sequential ones except where batching may round differently: vLLM is not batch-invariant by
+default, so a concurrent answer may leave the sequential one only at a near-tie, a token whose
+lead over the runner-up was at most `NEAR_TIE` nats (an answer crossed with another request's
+leaves it where the model was sure).
 """
 
 import asyncio
@@ -24,6 +25,11 @@ STREAMS = 16
 BURST = 48
 TOKENS = 8
 MESSAGES = [{"role": "user", "content": "Count to ten."}]
+PROMPTS = ["Once upon a time", "The capital of France is", "Hello, my name is", "1, 2, 3, 4,",
+           "The weather today", "My favourite colour is", "In the morning I", "Dogs and cats"]
+COPIES = 4  # each prompt this many times at once
+NEAR_TIE = 0.5  # nats: far above batch rounding (fp32 or bf16), far below a confident choice
+GREEDY_TOKENS = 16
 LONG = 1000  # tokens the dropped stream asks for (fewer if the model's context is shorter)
 READ_FIRST = 8  # chunks read before dropping it: they time the generation
 
@@ -129,3 +135,50 @@ async def test_a_dropped_stream_is_stopped(vllm, vllm_server, vllm_http, async_h
     )
     answered = vllm_http.post("/v1/completions", json={"model": vllm_server.model, "prompt": "Once", "max_tokens": 1})
     assert answered.status_code == 200, f"after the dropped stream the server keeps serving: {answered.status_code}"
+
+
+def _first_difference(a: list, b: list) -> int | None:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None if len(a) == len(b) else min(len(a), len(b)))
+
+
+@pytest.mark.vllm_requires("completions", "logprobs")
+async def test_concurrent_greedy_answers_leave_the_sequential_ones_only_at_near_ties(
+    vllm, vllm_server, vllm_http, async_http, record_property
+):
+    extra = {"ignore_eos": True} if vllm.has(vllm_server, "vllm_sampling") else {}
+
+    def request(prompt):
+        return {"model": vllm_server.model, "prompt": prompt, "max_tokens": GREEDY_TOKENS, "temperature": 0,
+                "logprobs": 2, **extra}
+
+    def logprobs(response):
+        assert response.status_code == 200, f"answered {response.status_code}: {response.text[:300]}"
+        return response.json()["choices"][0]["logprobs"]
+
+    sequential = {prompt: logprobs(vllm_http.post("/v1/completions", json=request(prompt))) for prompt in PROMPTS}
+    async with async_http:
+        responses = await asyncio.gather(
+            *(async_http.post("/v1/completions", json=request(p)) for p in PROMPTS * COPIES)
+        )
+    near_ties, far = 0, []
+    for prompt, response in zip(PROMPTS * COPIES, responses):
+        alone, together = sequential[prompt], logprobs(response)
+        at = _first_difference(alone["tokens"], together["tokens"])
+        if at is None:
+            continue
+        if at >= len(alone["tokens"]):
+            far.append(f"{prompt!r}: {len(together['tokens'])} tokens, {len(alone['tokens'])} alone")
+            continue
+        top = sorted(alone["top_logprobs"][at].values(), reverse=True) + [float("-inf")]
+        if top[0] - top[1] <= NEAR_TIE:
+            near_ties += 1
+        else:
+            far.append(f"{prompt!r} at token {at}: {together['tokens'][at]!r} for {alone['tokens'][at]!r}, "
+                       f"which led by {top[0] - top[1]:.2f} nats")
+    total = len(responses)
+    record_property("greedy under concurrency", f"{total} answers at once: {total - near_ties - len(far)} identical "
+                                                f"to the sequential ones, {near_ties} left them at a near-tie")
+    assert not far, (
+        f"{len(far)} of {total} greedy answers sent at once left the sequential answer where the model was sure "
+        f"(batching can only flip a near-tie, within {NEAR_TIE} nats): {far[:3]}"
+    )

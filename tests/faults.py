@@ -279,6 +279,33 @@ class ToolStrictDropped(Fault):
 
 
 @fault
+class ConcurrentAnswersCrossed(Fault):
+    """Under load, a completion goes to the wrong client: overlapping requests swap answers (a
+    gateway's connection-pool mix-up)."""
+
+    name = "concurrent-answers-crossed"
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.previous: list | None = None
+
+    def request(self, req: Request) -> None:
+        if req.path == COMPLETIONS:
+            req.ctx["overlapped"] = self.in_flight > 0
+            self.in_flight += 1
+
+    def response(self, req: Request, resp: Response) -> Response:
+        if req.path == COMPLETIONS:
+            self.in_flight -= 1
+            if choices(resp):
+                mine = resp.json["choices"]
+                if req.ctx["overlapped"] and self.previous is not None:
+                    resp.json["choices"] = self.previous
+                self.previous = mine
+        return resp
+
+
+@fault
 class DroppedStreamRunsOn(Fault):
     """A gateway that keeps reading a stream from the server after its client has gone, so the
     server generates all of it for nobody."""
