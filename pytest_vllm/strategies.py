@@ -185,6 +185,16 @@ def schema_values(schema: dict, definitions: dict[str, dict], depth: int = _SCHE
     return json_values(max_leaves=3)  # {} (any value)
 
 
+def _properties(schema: dict, definitions: dict[str, dict]) -> dict[str, dict]:
+    """An object schema's properties, with those of the schemas it extends (`allOf`, `$ref`)."""
+    if "$ref" in schema:
+        return _properties(definitions[schema["$ref"].rsplit("/", 1)[-1]], definitions)
+    found = {}
+    for member in schema.get("allOf", []):
+        found.update(_properties(member, definitions))
+    return {**found, **schema.get("properties", {})}
+
+
 @st.composite
 def schema_shaped_bodies(draw: st.DrawFn, *, base: dict[str, Any], schemas: list[tuple[dict, dict]],
                          max_tokens: int = 8) -> dict[str, Any]:
@@ -194,7 +204,7 @@ def schema_shaped_bodies(draw: st.DrawFn, *, base: dict[str, Any], schemas: list
     `max_tokens`, n at most 2, logprobs counts at most 5."""
     fields = {}
     for schema, definitions in schemas:
-        for name, node in schema.get("properties", {}).items():
+        for name, node in _properties(schema, definitions).items():
             if name not in _SCHEMA_SKIPPED:
                 fields.setdefault(name, (node, definitions))
     names = draw(st.lists(st.sampled_from(sorted(fields)), max_size=4, unique=True))
