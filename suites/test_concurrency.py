@@ -1,13 +1,12 @@
 """Many requests at once, with pytest-asyncio and the async openai client.
 
 Simultaneous streams each arrive well-formed and complete; a burst of requests is queued and
-answered, never refused. A client that drops a long stream after its first tokens stops it: by
-the time the same request sent just after it is answered, vLLM's /metrics records no other
-request that generated even half as much; and the server keeps serving. Greedy answers under concurrency equal the
-sequential ones except where batching may round differently: vLLM is not batch-invariant by
-default, so a concurrent answer may leave the sequential one only at a near-tie, a token whose
-lead over the runner-up was at most `NEAR_TIE` nats (an answer crossed with another request's
-leaves it where the model was sure).
+answered, never refused. Greedy answers under concurrency equal the sequential ones except where
+batching may round differently: vLLM is not batch-invariant by default, so a concurrent answer
+may leave the sequential one only at a near-tie, a token whose lead over the runner-up was at
+most `NEAR_TIE` nats (an answer crossed with another request's leaves it where the model was
+sure). Whether a dropped stream is stopped is not checked: on a loaded machine the abort races
+the end of any generation the model's context allows (see the closing note of issue 9).
 """
 
 import asyncio
@@ -15,7 +14,6 @@ import time
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from pytest_vllm.sse import join_choices, read_stream
 
@@ -30,9 +28,6 @@ PROMPTS = ["Once upon a time", "The capital of France is", "Hello, my name is", 
 COPIES = 4  # each prompt this many times at once
 NEAR_TIE = 0.5  # nats: far above batch rounding (fp32 or bf16), far below a confident choice
 GREEDY_TOKENS = 16
-LONG = 1000  # tokens the dropped stream asks for (fewer if the model's context is shorter)
-READ_FIRST = 8  # chunks read before dropping it
-METRICS_POLLS = 25
 
 
 @pytest.fixture
@@ -88,58 +83,6 @@ async def test_a_burst_is_queued_not_refused(async_http, body, record_property):
     assert not refused, (
         f"{BURST} requests at once are queued and answered (a server with fewer sequence slots waits), "
         f"never refused: {len(refused)} kinds of refusal, e.g. {refused[:2]}"
-    )
-
-
-def _longer_than(http, tokens: float) -> float:
-    """How many finished requests generated more than `tokens` (vLLM's request_generation_tokens
-    histogram): only a request as long as the dropped one can count, whatever its neighbours send."""
-    response = http.get("/metrics")
-    assert response.status_code == 200, f"/metrics answered {response.status_code}"
-    counts = {}
-    for family in text_string_to_metric_families(response.text):
-        if family.name == "vllm:request_generation_tokens":
-            for sample in family.samples:
-                if sample.name.endswith("_bucket"):
-                    bound = float(sample.labels["le"])
-                    counts[bound] = counts.get(bound, 0.0) + sample.value
-    assert counts, "vLLM's /metrics has the vllm:request_generation_tokens histogram"
-    below = max((b for b in counts if b <= tokens), default=None)
-    return counts[float("inf")] - (counts[below] if below is not None else 0.0)
-
-
-@pytest.mark.vllm_requires("completions", "metrics", "vllm_sampling", "model_extras")
-async def test_a_dropped_stream_is_stopped(vllm_server, vllm_http, async_http, record_property):
-    """A witness, the same request sent whole just after the drop, ends after the dropped stream
-    would have (same length, started later): by then /metrics must count it alone."""
-    [entry] = [m for m in vllm_http.get("/v1/models").json()["data"] if m["id"] == vllm_server.model]
-    tokens = min(LONG, entry["max_model_len"] - 16)
-    before = _longer_than(vllm_http, tokens / 2)
-    body = {"model": vllm_server.model, "prompt": "Once", "max_tokens": tokens, "ignore_eos": True}
-    async with async_http:
-        async with async_http.stream("POST", "/v1/completions", json={**body, "stream": True}) as response:
-            read = 0
-            async for line in response.aiter_lines():
-                read += line.startswith("data: {")
-                if read == READ_FIRST:
-                    break
-    started = time.monotonic()
-    witness = vllm_http.post("/v1/completions", json=body)
-    took = time.monotonic() - started
-    assert witness.status_code == 200, f"after a dropped stream the server keeps serving: {witness.status_code}"
-    finished = _longer_than(vllm_http, tokens / 2) - before
-    for _ in range(METRICS_POLLS):  # the witness's own record may trail its answer
-        if finished >= 1:
-            break
-        await asyncio.sleep(0.2)
-        finished = _longer_than(vllm_http, tokens / 2) - before
-    record_property("dropped stream", f"{tokens} tokens asked, dropped after {READ_FIRST} chunks; the witness took "
-                                      f"{took:.1f} s; requests over {tokens // 2} tokens finished: {finished:.0f} "
-                                      f"(the witness alone is 1)")
-    assert finished <= 1, (
-        f"a client that drops a stream of max_tokens={tokens} after {READ_FIRST} chunks should stop it; by the "
-        f"time the same request sent after it was answered ({took:.1f} s), /metrics counts {finished:.0f} "
-        f"finished requests over {tokens // 2} tokens: the dropped one ran to its end"
     )
 
 

@@ -9,12 +9,18 @@ A seed repeats a sampled answer; other seeds, and the choices of n > 1, differ f
 and frequency penalties pick each greedy token as the best of the raw logprobs less the penalty
 of what was generated before (vLLM's default `--logprobs-mode raw_logprobs`), and the chat
 template flags (`add_generation_prompt`, `continue_final_message`, chat `echo`) change the
-prompt exactly as /tokenize renders it. `suffix` and `best_of` may be refused, never ignored.
+prompt exactly as /tokenize renders it. `suffix`, `best_of` and a request's own `chat_template`
+may be refused, never ignored. vLLM's beam search of width one is greedy whatever the
+temperature, and wider beams are distinct; `stream_interval` puts that many tokens in a chunk;
+`request_id` names the response.
 """
 
 import collections
+import math
 
 import pytest
+
+from pytest_vllm.sse import read_stream
 
 pytestmark = pytest.mark.vllm_requires("completions")
 PROMPT = "Once upon a time"
@@ -227,4 +233,64 @@ def test_chat_echo_prepends_the_continued_message(chat):
     assert echoed == PARTIAL[-1]["content"] + plain, (
         f"chat echo prepends the last message (the assistant's, continued): {echoed!r} != "
         f"{PARTIAL[-1]['content'] + plain!r}"
+    )
+
+
+@pytest.mark.vllm_requires("vllm_sampling")
+def test_beam_search_of_width_one_is_greedy(complete):
+    """A beam of width one keeps the likeliest token at each step: greedy, even at temperature 1.5."""
+    beam = text(complete(**SAMPLED, seed=SEEDS[0], use_beam_search=True, ignore_eos=True))
+    greedy = text(complete(ignore_eos=True))
+    assert beam == greedy, (
+        f"use_beam_search with n=1 (a width-one beam) gives the greedy text whatever the temperature: "
+        f"{beam!r} != {greedy!r}"
+    )
+
+
+@pytest.mark.vllm_requires("vllm_sampling")
+def test_beam_search_beams_are_distinct(complete):
+    body = complete(n=3, use_beam_search=True, ignore_eos=True)
+    texts = [choice["text"] for choice in body["choices"]]
+    assert len(texts) == 3 and len(set(texts)) == 3, f"n=3 beams are three distinct sequences: {texts}"
+
+
+STREAM_INTERVAL = 4
+
+
+@pytest.mark.vllm_requires("vllm_sampling")
+def test_stream_interval_puts_that_many_tokens_in_a_chunk(vllm_http, vllm_server, complete):
+    body = {"model": vllm_server.model, "prompt": PROMPT, "max_tokens": TOKENS, "temperature": 0, "ignore_eos": True,
+            "stream": True, "stream_interval": STREAM_INTERVAL}
+    with vllm_http.stream("POST", "/v1/completions", json=body) as response:
+        chunks = read_stream(response)
+    pieces = [c["choices"][0]["text"] for c in chunks if c.get("choices") and c["choices"][0].get("text")]
+    most = math.ceil(TOKENS / STREAM_INTERVAL) + 1  # the first token may come alone
+    assert 0 < len(pieces) <= most, (
+        f"stream_interval={STREAM_INTERVAL} sends {TOKENS} tokens in at most {most} chunks, got {len(pieces)}: {pieces}"
+    )
+    assert "".join(pieces) == text(complete(ignore_eos=True)), f"the chunks join to the greedy text: {pieces}"
+
+
+@pytest.mark.vllm_requires("vllm")
+def test_request_id_names_the_response(complete):
+    request_id = "pytest-vllm-request-7"
+    body = complete(max_tokens=1, request_id=request_id)
+    assert request_id in body["id"], f"vLLM's request_id names the request and its response: id {body['id']!r}"
+
+
+@pytest.mark.vllm_requires("chat", "tokenize")
+def test_request_chat_template_is_refused_or_applied(vllm_http, vllm_server):
+    """A request's own `chat_template` (vLLM refuses one unless --trust-request-chat-template) is
+    applied or refused, never ignored: here it renders the bare message text."""
+    content = MESSAGES[0]["content"]
+    body = {"model": vllm_server.model, "messages": MESSAGES, "max_tokens": 1, "temperature": 0,
+            "chat_template": "{% for message in messages %}{{ message['content'] }}{% endfor %}"}
+    response = vllm_http.post("/v1/chat/completions", json=body)
+    if 400 <= response.status_code < 500:
+        return
+    assert response.status_code == 200, f"chat_template answered {response.status_code}: {response.text[:300]}"
+    bare = vllm_http.post("/tokenize", json={"model": vllm_server.model, "prompt": content, "add_special_tokens": False})
+    assert response.json()["usage"]["prompt_tokens"] == bare.json()["count"], (
+        f"accepted but not applied: a chat_template rendering only the message text makes the prompt "
+        f"{content!r} ({bare.json()['count']} tokens); usage {response.json()['usage']}"
     )

@@ -103,7 +103,6 @@ class Fault:
     """No change at all; faults override the hooks they need. The docstring says what bug it imitates."""
 
     name = "none"
-    keeps_upstream = False  # True: a stream the client dropped is still read from upstream to its end
 
     def request(self, req: Request) -> Response | None:
         return None
@@ -194,13 +193,13 @@ class FaultProxy:
                           headers, b"".join(chunks))
             resp = fault.request(req)
             if resp is None:
-                await self._forward(fault, req, send, receive)
+                await self._forward(fault, req, send)
             else:
                 await _send_whole(send, resp)
 
         return app
 
-    async def _forward(self, fault: Fault, req: Request, send, receive) -> None:
+    async def _forward(self, fault: Fault, req: Request, send) -> None:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self.timeout, limits=httpx.Limits(max_connections=64))
         headers = {k: v for k, v in req.headers.items() if k.lower() not in _REQUEST_DROP}
@@ -214,7 +213,6 @@ class FaultProxy:
             await _send_whole(send, Response(502, {"content-type": "text/plain"},
                                              f"fault proxy: upstream failed: {error!r}".encode()))
             return
-        dropped = None
         try:
             kept = {k: v for k, v in answer.headers.items() if k.lower() not in _RESPONSE_DROP}
             sse = answer.headers.get("content-type", "").startswith("text/event-stream")
@@ -225,10 +223,7 @@ class FaultProxy:
             await send({"type": "http.response.start", "status": answer.status_code,
                         "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in kept.items()]})
             buffer = b""
-            dropped = asyncio.ensure_future(_client_gone(receive))
             async for data in answer.aiter_bytes():
-                if dropped.done() and not fault.keeps_upstream:
-                    return  # the client went: close the upstream stream too
                 buffer += data.replace(b"\r\n", b"\n")
                 *events, buffer = buffer.split(b"\n\n")
                 out = b"".join(_rewrite_event(fault, req, event) for event in events)
@@ -237,15 +232,7 @@ class FaultProxy:
             tail = (buffer + b"\n\n" if buffer.strip() else b"") + fault.stream_end(req)
             await send({"type": "http.response.body", "body": tail, "more_body": False})
         finally:
-            if dropped is not None:
-                dropped.cancel()
             await answer.aclose()
-
-
-async def _client_gone(receive) -> None:
-    """Return once the client has disconnected."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 def _rewrite_event(fault: Fault, req: Request, event: bytes) -> bytes:

@@ -306,12 +306,36 @@ class ConcurrentAnswersCrossed(Fault):
 
 
 @fault
-class DroppedStreamRunsOn(Fault):
-    """A gateway that keeps reading a stream from the server after its client has gone, so the
-    server generates all of it for nobody."""
+class BeamSearchIgnored(RequestFields):
+    """vLLM's `use_beam_search` accepted but not applied: the request is sampled as usual."""
 
-    name = "dropped-stream-runs-on"
-    keeps_upstream = True
+    name = "beam-search-ignored"
+    drop = ("use_beam_search",)
+
+
+@fault
+class StreamIntervalIgnored(RequestFields):
+    """vLLM's `stream_interval` accepted but not applied: every token comes in a chunk of its own."""
+
+    name = "stream_interval-ignored"
+    drop = ("stream_interval",)
+
+
+@fault
+class RequestIdReplaced(RequestFields):
+    """vLLM's `request_id` dropped by a gateway: the response carries an id of the server's own."""
+
+    name = "request_id-dropped"
+    drop = ("request_id",)
+
+
+@fault
+class ChatTemplateIgnored(RequestFields):
+    """A request's own `chat_template` accepted but not applied: the model's template renders it."""
+
+    name = "chat_template-ignored"
+    drop = ("chat_template",)
+    paths = (CHAT,)
 
 
 @fault
