@@ -140,8 +140,10 @@ _SCHEMA_DEPTH = 4
 
 def schema_values(schema: dict, definitions: dict[str, dict], depth: int = _SCHEMA_DEPTH) -> st.SearchStrategy[Any]:
     """Values that a JSON Schema node describes, for the keywords request schemas use: `$ref` (into
-    `definitions`), const, enum, anyOf/oneOf, type (with ranges, lengths and item counts),
-    properties and required. Strings, lists and objects stay small; nesting stops at `depth`."""
+    `definitions`), const, enum, anyOf/oneOf, type (with `minimum`/`maximum`, lengths and item
+    counts), properties and required. Strings, lists and objects stay small; nesting stops at
+    `depth`. An `exclusiveMinimum`/`exclusiveMaximum` bound is not kept: values past it are drawn
+    too, and must be refused with a 4xx like any other invalid value."""
     if "$ref" in schema:
         name = schema["$ref"].rsplit("/", 1)[-1]
         return schema_values(definitions[name], definitions, depth - 1) if depth > 0 else st.none()

@@ -278,6 +278,7 @@ def test_random_lifecycles_keep_the_adapters_state(http, runtime, adapter_path, 
                 if ok and op != "use":
                     (loaded.add if op == "load" else loaded.discard)(name)
                 if ok and op == "use":
+                    fingerprint("a loaded adapter's answer names another model")
                     assert response.json()["model"] == name, f"answered as {response.json()['model']!r}; steps {done}"
                 listed = {id for id in _models(http) if id in names}
                 fingerprint("/v1/models does not list exactly the loaded adapters")
