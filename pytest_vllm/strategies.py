@@ -134,7 +134,8 @@ def request_bodies(draw: st.DrawFn, *, base: dict[str, Any], max_tokens: int = 8
 
 
 # Schema fields a schema-shaped body leaves out: how the request is sent, and what costs tokens.
-_SCHEMA_SKIPPED = ("model", "stream", "stream_options", "best_of", "prompt", "messages", "input")
+_SCHEMA_SKIPPED = ("model", "stream", "stream_options", "best_of", "prompt", "messages", "input", "max_tokens",
+                   "max_output_tokens")
 _SCHEMA_DEPTH = 4
 
 
@@ -161,10 +162,12 @@ def schema_values(schema: dict, definitions: dict[str, dict], depth: int = _SCHE
         return st.none()
     if kind == "boolean":
         return st.booleans()
+    low = schema.get("minimum", -1000)
+    high = schema.get("maximum", max(low, 0) + 1000)
     if kind == "integer":
-        return st.integers(schema.get("minimum", -1000), schema.get("maximum", 1000))
+        return st.integers(low, high)
     if kind == "number":
-        return st.floats(schema.get("minimum", -1000.0), schema.get("maximum", 1000.0),
+        return st.floats(float(low), float(high),
                          exclude_min="exclusiveMinimum" in schema, exclude_max="exclusiveMaximum" in schema,
                          allow_nan=False, allow_subnormal=False)
     if kind == "string":
@@ -199,11 +202,11 @@ def _properties(schema: dict, definitions: dict[str, dict]) -> dict[str, dict]:
 
 @st.composite
 def schema_shaped_bodies(draw: st.DrawFn, *, base: dict[str, Any], schemas: list[tuple[dict, dict]],
-                         max_tokens: int = 8) -> dict[str, Any]:
+                         budget: str = "max_tokens", max_tokens: int = 8) -> dict[str, Any]:
     """`base` (a valid request) with up to 4 fields of the request schemas in `schemas` (pairs of
     the request's schema and the definitions its `$ref`s point into), each with a value its own
-    schema describes. The budget fields stay small: max_tokens and max_completion_tokens at most
-    `max_tokens`, n at most 2, logprobs counts at most 5."""
+    schema describes. The budget fields stay small: `budget` (the route's cap on generated
+    tokens) and max_completion_tokens at most `max_tokens`, n at most 2, logprobs counts at most 5."""
     fields = {}
     for schema, definitions in schemas:
         for name, node in _properties(schema, definitions).items():
@@ -211,7 +214,7 @@ def schema_shaped_bodies(draw: st.DrawFn, *, base: dict[str, Any], schemas: list
                 fields.setdefault(name, (node, definitions))
     names = draw(st.lists(st.sampled_from(sorted(fields)), max_size=4, unique=True))
     body = {**base, **{name: draw(schema_values(*fields[name])) for name in names}}
-    body["max_tokens"] = draw(st.integers(1, max_tokens))
+    body[budget] = draw(st.integers(1, max_tokens))
     caps = {"max_completion_tokens": max_tokens, "n": 2, "logprobs": 5, "top_logprobs": 5, "prompt_logprobs": 5,
             "min_tokens": max_tokens}
     for name, most in caps.items():

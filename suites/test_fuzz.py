@@ -2,10 +2,11 @@
 
 Valid sampling parameters must be served (200, the asked-for number of choices, the token
 budget and stop strings honoured), streamed as well (SSE framing, each choice finishing once,
-the final usage within the budget). Arbitrary values and random JSON bodies must never cause
-a server error: 200 or a 4xx, and the server still serves. vLLM's own sampling fields are drawn
-only for a server that honours them. (Response shapes are checked against OpenAI's schema in
-test_schema.py.)
+the final usage within the budget). Arbitrary values, random JSON bodies and bodies whose fields
+follow the vendors' request schemas (and vLLM's own, from its /openapi.json) on completions,
+chat, Responses and Messages must never cause a server error: 200 or a 4xx, and the server
+still serves. vLLM's own sampling fields are drawn only for a server that honours them.
+(Response shapes are checked against the vendors' schemas in test_schema.py and beside each API.)
 """
 
 import json
@@ -26,10 +27,15 @@ ROUTES = {
     "completions": ("/v1/completions", {"prompt": "Hello, my name is"}),
     "chat": ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hello"}]}),
 }
-# The request schemas of each route: OpenAI's, and vLLM's own (from the server's /openapi.json).
-REQUEST_SCHEMAS = {
-    "completions": ("CreateCompletionRequest", "CompletionRequest"),
-    "chat": ("CreateChatCompletionRequest", "ChatCompletionRequest"),
+# Schema-shaped bodies: (path, base body, the vendor and its request schema, vLLM's own request
+# schema in its /openapi.json, the field that caps the tokens generated).
+SCHEMA_ROUTES = {
+    "completions": (*ROUTES["completions"], ("openai", "CreateCompletionRequest"), "CompletionRequest", "max_tokens"),
+    "chat": (*ROUTES["chat"], ("openai", "CreateChatCompletionRequest"), "ChatCompletionRequest", "max_tokens"),
+    "responses": ("/v1/responses", {"input": "Hello"}, ("openai", "CreateResponse"), "ResponsesRequest",
+                  "max_output_tokens"),
+    "messages": ("/v1/messages", {"messages": [{"role": "user", "content": "Hello"}]},
+                 ("anthropic", "CreateMessageParams"), "AnthropicMessagesRequest", "max_tokens"),
 }
 route = pytest.mark.parametrize(
     "route",
@@ -120,13 +126,15 @@ def test_valid_sampling_params_stream_as_served(vllm, vllm_http, vllm_server, vl
     streamed()
 
 
-@route
+@pytest.mark.parametrize(
+    "route", [pytest.param(name, marks=pytest.mark.vllm_requires(name), id=name) for name in SCHEMA_ROUTES]
+)
 def test_schema_shaped_bodies_are_served_or_refused(vllm, vllm_http, vllm_server, vllm_fuzz, route):
-    """Fields drawn from OpenAI's request schema (and vLLM's own, on vLLM), each value as its schema
-    describes it: answered 200 or a 4xx, never a server error; a 200 keeps n and the token budget."""
-    path, base = ROUTES[route]
-    openai_name, vllm_name = REQUEST_SCHEMAS[route]
-    schemas = [(openapi.schemas()[openai_name], openapi.schemas())]
+    """Fields drawn from the vendor's request schema (and vLLM's own, on vLLM), each value as its
+    schema describes it: answered 200 or a 4xx, never a server error; a 200 keeps the token budget
+    (and n)."""
+    path, base, (vendor, vendor_name), vllm_name, budget = SCHEMA_ROUTES[route]
+    schemas = [(openapi.schemas(vendor)[vendor_name], openapi.schemas(vendor))]
     if vllm.has(vllm_server, "vllm"):
         response = vllm_http.get("/openapi.json")
         assert response.status_code == 200, f"vLLM serves its OpenAPI document at /openapi.json: {response.status_code}"
@@ -135,15 +143,22 @@ def test_schema_shaped_bodies_are_served_or_refused(vllm, vllm_http, vllm_server
 
     @vllm_fuzz(**FUZZ)
     @given(body=strategies.schema_shaped_bodies(base={"model": vllm_server.model, **base}, schemas=schemas,
-                                                max_tokens=MAX_TOKENS))
+                                                budget=budget, max_tokens=MAX_TOKENS))
     def answered(body):
         response = _post(vllm_http, path, body)
         _assert_no_server_error(vllm, vllm_server, response)
-        if response.status_code == 200:
-            answer = response.json()
+        if response.status_code != 200:
+            return
+        answer = response.json()
+        if "choices" in answer:
             # chat's max_completion_tokens replaces the deprecated max_tokens: either may bound it
-            budget = {"n": body.get("n") or 1, "max_tokens": max(body["max_tokens"], body.get("max_completion_tokens") or 0)}
-            _assert_served_as_asked(budget, answer["choices"], answer["usage"])
+            most = max(body[budget], body.get("max_completion_tokens") or 0)
+            _assert_served_as_asked({"n": body.get("n") or 1, "max_tokens": most}, answer["choices"], answer["usage"])
+        elif answer.get("usage"):  # a Response or a Message (a background response has no usage yet)
+            fingerprint(f"usage.output_tokens over {budget}")
+            assert answer["usage"]["output_tokens"] <= body[budget], (
+                f"{budget}={body[budget]} bounds usage.output_tokens, got {answer['usage']} (sent {body})"
+            )
 
     answered()
 
