@@ -31,11 +31,16 @@ GREEDY_TOKENS = 16
 
 
 @pytest.fixture
-def body(vllm, vllm_server):
+def eos(vllm, vllm_server):
+    """`{"ignore_eos": True}` where vLLM's ignore_eos is honoured (answers run to max_tokens), else {}."""
+    return {"ignore_eos": True} if vllm.has(vllm_server, "vllm_sampling") else {}
+
+
+@pytest.fixture
+def body(vllm_server, eos):
     """`body(**fields)`: a greedy chat request, `TOKENS` long (exactly so where vLLM's ignore_eos is honoured)."""
-    extra = {"ignore_eos": True} if vllm.has(vllm_server, "vllm_sampling") else {}
     return lambda **fields: {"model": vllm_server.model, "messages": MESSAGES, "max_tokens": TOKENS,
-                             "temperature": 0, **extra, **fields}
+                             "temperature": 0, **eos, **fields}
 
 
 @pytest.fixture
@@ -92,13 +97,11 @@ def _first_difference(a: list, b: list) -> int | None:
 
 @pytest.mark.vllm_requires("completions", "logprobs")
 async def test_concurrent_greedy_answers_leave_the_sequential_ones_only_at_near_ties(
-    vllm, vllm_server, vllm_http, async_http, record_property
+    vllm_server, vllm_http, async_http, eos, record_property
 ):
-    extra = {"ignore_eos": True} if vllm.has(vllm_server, "vllm_sampling") else {}
-
     def request(prompt):
         return {"model": vllm_server.model, "prompt": prompt, "max_tokens": GREEDY_TOKENS, "temperature": 0,
-                "logprobs": 2, **extra}
+                "logprobs": 2, **eos}
 
     def logprobs(response):
         assert response.status_code == 200, f"answered {response.status_code}: {response.text[:300]}"

@@ -19,9 +19,7 @@ from pytest_vllm.sse import choice_chunks, join_choices, read_stream
 from pytest_vllm.verdicts import fingerprint
 
 # A failure shrinks to a minimal request: the check's last request, which the report repeats as curl.
-# One failure a check (the first found, shrunk): which later ones a run also finds can vary.
-FUZZ = {"max_examples": 10, "deadline": None, "report_multiple_bugs": False,
-        "phases": [Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink]}
+FUZZ = {"max_examples": 10, "deadline": None, "phases": [Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink]}
 FUZZ_VALID = {**FUZZ, "max_examples": 6}  # these generate tokens
 MAX_TOKENS = 6
 ROUTES = {
@@ -38,10 +36,16 @@ SCHEMA_ROUTES = {
     "messages": ("/v1/messages", {"messages": [{"role": "user", "content": "Hello"}]},
                  ("anthropic", "CreateMessageParams"), "AnthropicMessagesRequest", "max_tokens"),
 }
-route = pytest.mark.parametrize(
-    "route",
-    [pytest.param(name, marks=pytest.mark.vllm_requires(name), id=name) for name in ROUTES],
-)
+
+
+def over(routes):
+    """Parametrize a check by `route` over `routes`, each needing the capability of its name."""
+    return pytest.mark.parametrize(
+        "route", [pytest.param(name, marks=pytest.mark.vllm_requires(name), id=name) for name in routes]
+    )
+
+
+route = over(ROUTES)
 
 
 def _post(http, path: str, body: dict):
@@ -127,9 +131,7 @@ def test_valid_sampling_params_stream_as_served(vllm, vllm_http, vllm_server, vl
     streamed()
 
 
-@pytest.mark.parametrize(
-    "route", [pytest.param(name, marks=pytest.mark.vllm_requires(name), id=name) for name in SCHEMA_ROUTES]
-)
+@over(SCHEMA_ROUTES)
 def test_schema_shaped_bodies_are_served_or_refused(vllm, vllm_http, vllm_server, vllm_fuzz, route):
     """Fields drawn from the vendor's request schema (and vLLM's own, on vLLM), each value as its
     schema describes it: answered 200 or a 4xx, never a server error; a 200 keeps the token budget

@@ -252,7 +252,7 @@ def test_random_lifecycles_keep_the_adapters_state(http, runtime, adapter_path, 
     unload -> 200 if loaded, else 4xx; /v1/models lists exactly the loaded names after each step."""
     _, root = adapter_path
 
-    @vllm_fuzz(max_examples=6, deadline=None, report_multiple_bugs=False)
+    @vllm_fuzz(max_examples=6, deadline=None)
     @given(steps=STEPS)
     def lifecycle(steps):
         names = [f"{OWN_PREFIX}cycle-{uuid.uuid4().hex[:8]}-{i}" for i in range(LIFECYCLE_NAMES)]
