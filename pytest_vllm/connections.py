@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from pytest_vllm.outcomes import ServerFault
+from pytest_vllm.verdicts import lost_contact_fingerprint
 
 if TYPE_CHECKING:
     from pytest_vllm.exchanges import Recorder
@@ -39,7 +40,8 @@ def _busy_wait(request: httpx.Request, response: httpx.Response, started: float)
         raise ServerFault(
             f"the server answered {response.status_code} ({_BUSY[response.status_code]}) to "
             f"{request.method} {request.url.path}, and again when asked after its Retry-After for "
-            f"{time.monotonic() - started:.0f} s: busy, neither an answer nor a rejection"
+            f"{time.monotonic() - started:.0f} s: busy, neither an answer nor a rejection",
+            f"busy (429 or 503) past the request timeout: {request.method} {request.url.path}",
         )
     return wait
 
@@ -47,7 +49,8 @@ def _busy_wait(request: httpx.Request, response: httpx.Response, started: float)
 def _fault(request: httpx.Request, first: Exception, second: Exception) -> ServerFault:
     return ServerFault(
         f"connection reset by the server: {request.method} {request.url.path} got no answer "
-        f"({type(first).__name__}), nor on a fresh connection ({type(second).__name__}: {second})"
+        f"({type(first).__name__}), nor on a fresh connection ({type(second).__name__}: {second})",
+        lost_contact_fingerprint(f"{request.method} {request.url.path}"),
     )
 
 

@@ -12,7 +12,12 @@ class VllmServerError(Exception):
 
 
 class ServerFault(Exception):
-    """The server broke an exchange below HTTP (reset or closed the connection); the message says how."""
+    """The server broke an exchange below HTTP (reset or closed the connection), or stayed busy past
+    the timeout; the message says how, `fingerprint` names the class (free of timings)."""
+
+    def __init__(self, message: str, fingerprint: str) -> None:
+        super().__init__(message)
+        self.fingerprint = fingerprint
 
 
 class ProbeError(Exception):

@@ -5,15 +5,21 @@ check itself (or of a pytest-vllm assertion helper), an HTTP status the SDK refu
 connection the server broke or left unanswered. Any other exception, including an assertion
 raised inside Hypothesis, the openai SDK or a strategy, is pytest-vllm's own error.
 
-Each verdict carries a one-line `reason` and a `fingerprint`: a short summary of *how* it
-failed, free of run noise (ports, paths, ids, timestamps, object reprs), so that two runs can
-be compared failure by failure. A check can set its fingerprint with `fingerprint(text)`.
+Each verdict carries a one-line `reason` and a `fingerprint`: a short summary of *what* is
+wrong, free of run noise (ports, paths, ids, timestamps, object reprs), so that two runs can be
+compared failure by failure. A check can set its fingerprint with `fingerprint(text)`. Where one
+fault of the server shows in several ways from run to run (a stream cut off or left unfinished,
+a reset or a hang, as timing decides), the check names the fault's class with `failure_class`,
+and every symptom raised inside it gets that fingerprint; the reason keeps the symptom. A lost
+connection and a timeout are one class (the server gave no complete answer) for every check.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -57,6 +63,23 @@ def fingerprint(text: str) -> None:
     _explicit["fingerprint"] = text
 
 
+@contextlib.contextmanager
+def failure_class(text: str) -> Iterator[None]:
+    """Fingerprint any failure raised inside as `text`: the class of a fault whose symptom varies
+    with timing (e.g. "simultaneous streams are not each complete"), however it showed this run."""
+    try:
+        yield
+    except BaseException:
+        _explicit["class"] = text
+        raise
+
+
+def lost_contact_fingerprint(request: str) -> str:
+    """The fingerprint of a request the server broke or left unanswered: one class, whether the
+    connection was reset, closed mid-answer or timed out."""
+    return f"no complete answer to {request} (connection broken or timed out)"
+
+
 def reset() -> None:
     _explicit.clear()
 
@@ -86,6 +109,8 @@ def judge(error: BaseException, tb: TracebackType | None, check_file: Path, serv
         reason = f"{OWN_ERROR}: {reason}"
     if explicit is None:
         explicit = _explicit.get("fingerprint") if outcome == "failed" else None
+    if outcome == "failed" and "class" in _explicit:
+        explicit = _explicit["class"]
     fp = denoise(explicit) if explicit is not None else _BODY_AFTER_STATUS.sub(r"\1", reason)
     return Verdict(outcome, reason, _short(fp))
 
@@ -109,9 +134,12 @@ def _classify(error: BaseException, tb: TracebackType | None, check_file: Path) 
         return "failed", (f"the server answered {error.status_code} to {request.method} "
                           f"{request.url.path}: {error.message}"), None
     if isinstance(error, (openai.APITimeoutError, httpx.TimeoutException)):
-        return "failed", f"no answer within the request timeout: {_request_of(error)}", None
+        request = _request_of(error)
+        return "failed", f"no answer within the request timeout: {request}", lost_contact_fingerprint(request)
     if isinstance(error, (openai.APIConnectionError, httpx.TransportError)):
-        return "failed", f"the connection to the server failed ({_request_of(error)}): {_cause(error)}", None
+        request = _request_of(error)
+        reason = f"the connection to the server failed ({request}): {_cause(error)}"
+        return "failed", reason, lost_contact_fingerprint(request)
     if isinstance(error, MissingField) or isinstance(error, AssertionError) and _raised_in_check(tb, check_file):
         return "failed", _assertion_message(error), getattr(error, "fingerprint", None)
     if isinstance(error, pytest.fail.Exception) and _called_from_check(tb, check_file):

@@ -306,6 +306,42 @@ class ConcurrentAnswersCrossed(Fault):
 
 
 @fault
+class StreamsBrokenUnderLoad(Fault):
+    """Streams that overlap others break (llama.cpp's server under 16 streams at once): each is cut off
+    mid-answer, or ends without its finish_reason and usage, as timing decides (`symptom` picks one)."""
+
+    name = "streams-broken-under-load"
+    SYMPTOMS = ("cut", "unfinished")
+
+    def __init__(self, symptom: str = "cut") -> None:
+        assert symptom in self.SYMPTOMS, symptom
+        self.symptom = symptom
+        self.in_flight = 0
+
+    def request(self, req: Request) -> None:
+        if req.path == CHAT and req.fields().get("stream"):
+            req.ctx["broken"] = self.in_flight > 0
+            self.in_flight += 1
+
+    def event(self, req: Request, payload: str) -> list[str]:
+        if not req.ctx.get("broken") or payload == "[DONE]" and self.symptom == "unfinished":
+            return [payload]
+        if payload == "[DONE]":
+            return []
+        chunk = json.loads(payload)
+        for choice in chunk.get("choices") or []:
+            choice["finish_reason"] = None
+        return [] if chunk.get("usage") else [json.dumps(chunk)]
+
+    def stream_end(self, req: Request) -> bytes:
+        if "broken" in req.ctx:
+            self.in_flight -= 1
+        if req.ctx.get("broken") and self.symptom == "cut":
+            raise ConnectionAbortedError("streams-broken-under-load: the stream is cut off")  # closes the connection
+        return b""
+
+
+@fault
 class BeamSearchIgnored(RequestFields):
     """vLLM's `use_beam_search` accepted but not applied: the request is sampled as usual."""
 

@@ -183,6 +183,8 @@ CASES = [
          "test_concurrent_greedy_answers_leave_the_sequential_ones_only_at_near_ties", reason="where the model was sure"),
     case("concurrency", "sse-done-missing", CHAT, "test_simultaneous_streams_are_each_complete",
          "test_simultaneous_streams_are_each_complete", reason="[DONE]"),
+    case("concurrency", "streams-broken-under-load", CHAT, "test_simultaneous_streams_are_each_complete",
+         "test_simultaneous_streams_are_each_complete", reason="incomplete chunked read"),
     case("responses", "tool-strict-dropped", CHAT, "test_required_tool_choice_calls_a_listed_function",
          "test_required_tool_choice_calls_a_listed_function", reason="follow the strict tool's schema"),
     case("responses", "responses-events-unnumbered", CHAT, "test_stream_events_are_ordered_and_join_to_the_text",
@@ -494,6 +496,30 @@ def test_same_checks_pass_without_a_fault(runs, record_property, name):
     targeted = {n: check for p in patterns for n, check in matching(run.checks, p).items()}
     wrong = {n: check for n, check in targeted.items() if check["outcome"] != "passed"}
     assert not wrong, f"without a fault these checks must pass ({run.seconds:.0f} s):\n{_summary(wrong)}"
+
+
+@NEEDS_VLLM
+def test_one_fault_gets_one_fingerprint_whatever_its_symptom(proxies, tmp_path):
+    """A fault whose symptom timing decides fails its check with the same fingerprint either way:
+    the run that saw one symptom, gated on the run that saw the other, passes (no false regression)."""
+    from pytest_vllm import gate
+
+    proxy, server = proxies(CHAT)
+    check = "test_concurrency.py::test_simultaneous_streams_are_each_complete"
+    records = {}
+    for symptom in faults.StreamsBrokenUnderLoad.SYMPTOMS:
+        fault = faults.StreamsBrokenUnderLoad(symptom)
+        folder = tmp_path / symptom
+        folder.mkdir()
+        run = run_suites(proxy.url(fault), server, check.split("::")[1], folder, "concurrency")
+        assert run.checks[check]["outcome"] == "failed", f"{symptom}:\n{_summary(run.checks)}\n{run.output}"
+        records[symptom] = run.checks[check]
+    cut, unfinished = records["cut"], records["unfinished"]
+    assert "incomplete chunked read" in cut["reason"] and "finish_reason" in unfinished["reason"], (
+        f"each run shows its own symptom in the reason:\n{_summary(records)}"
+    )
+    comparison = gate.compare({check: cut}, {check: unfinished})
+    assert comparison.ok and cut["fingerprint"] == unfinished["fingerprint"], comparison.lines("the cut run")
 
 
 def test_every_fault_of_the_catalogue_is_used():

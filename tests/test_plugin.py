@@ -269,6 +269,8 @@ def test_reset_connection_is_retried_once_and_recorded(pytester, fake_server):
     assert checks["test_reset_always"]["reason"].startswith(
         "connection reset by the server: GET /v1/reset-always got no answer"), checks["test_reset_always"]
     assert "Traceback" not in checks["test_reset_always"]["reason"]
+    assert checks["test_reset_always"]["fingerprint"] == (
+        "no complete answer to GET /v1/reset-always (connection broken or timed out)")
     [finding] = checks["test_reset_once"]["findings"]
     assert finding["request"] == "GET /v1/reset-once" and finding["after"].startswith("GET /v1/models")
     result.stdout.fnmatch_lines(["finding: *::test_reset_once: connection reset by the server, answered on "
@@ -371,6 +373,8 @@ def test_busy_answers_are_asked_again_and_never_pass_for_a_rejection(pytester, f
     checks = {c["id"].split("::")[1]: c for c in json.loads(report.read_text())["checks"]}
     assert checks["test_busy_always"]["reason"].startswith(
         "the server answered 503 (no capacity) to GET /v1/busy-always, and again when asked after its Retry-After")
+    assert checks["test_busy_always"]["fingerprint"] == (
+        "busy (429 or 503) past the request timeout: GET /v1/busy-always")  # how long it waited varies
 
 
 def test_missing_fields_probe_errors_and_vllm_only_capabilities(pytester, fake_server):

@@ -1,8 +1,14 @@
 """Reasons and fingerprints hold no run noise, and a long fingerprint still shows any change."""
 
+from __future__ import annotations
+
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pytest_vllm import verdicts
+
+if TYPE_CHECKING:
+    import httpx
 
 
 def test_denoise_drops_what_changes_between_runs():
@@ -32,3 +38,69 @@ def test_a_long_fingerprint_ends_in_a_hash_of_the_whole():
     one, other = verdicts._short(head + "; /created: '1' is not of type 'integer'"), verdicts._short(head)
     assert len(one) <= 200 and len(other) <= 200
     assert one != other and one[:150] == other[:150]
+
+
+def _verdict_of(raise_it) -> verdicts.Verdict:
+    verdicts.reset()
+    try:
+        raise_it()
+    except BaseException as error:  # noqa: BLE001 - judged like a check's exception
+        return verdicts.judge(error, error.__traceback__, Path(__file__))
+    raise AssertionError("nothing was raised")
+
+
+def _request() -> httpx.Request:
+    import httpx
+
+    return httpx.Request("POST", "http://127.0.0.1:8000/v1/chat/completions")
+
+
+def test_a_broken_connection_and_a_timeout_are_one_class():
+    import httpx
+
+    def raising(kind, text):
+        def raise_it():
+            raise kind(text, request=_request())
+
+        return raise_it
+
+    found = {
+        _verdict_of(raising(kind, text)).fingerprint
+        for kind, text in [(httpx.RemoteProtocolError, "peer closed connection (incomplete chunked read)"),
+                           (httpx.ReadError, "[Errno 104] Connection reset by peer"),
+                           (httpx.ReadTimeout, "timed out")]
+    }
+    assert found == {"no complete answer to POST /v1/chat/completions (connection broken or timed out)"}
+
+
+def test_failure_class_is_the_fingerprint_of_every_symptom_inside_it():
+    import httpx
+
+    def cut_off():
+        with verdicts.failure_class("streams are not each complete"):
+            raise httpx.RemoteProtocolError("incomplete chunked read", request=_request())
+
+    def unfinished():
+        with verdicts.failure_class("streams are not each complete"):
+            verdicts.fingerprint("a narrower fingerprint the class overrides")
+            assert False, "stream 3 of 16 ends with one finish_reason and its usage: None, {}"
+
+    one, other = _verdict_of(cut_off), _verdict_of(unfinished)
+    assert one.outcome == other.outcome == "failed"
+    assert one.fingerprint == other.fingerprint == "streams are not each complete"
+    assert "incomplete chunked read" in one.reason and "finish_reason" in other.reason, (one, other)
+
+
+def test_failure_class_leaves_our_own_errors_and_later_failures_alone():
+    def own_error():
+        with verdicts.failure_class("streams are not each complete"):
+            {}["missing"]
+
+    def after_the_class():
+        with verdicts.failure_class("streams are not each complete"):
+            pass
+        assert False, "the sequential answers: answered 400"
+
+    error, later = _verdict_of(own_error), _verdict_of(after_the_class)
+    assert error.outcome == "error" and "KeyError" in error.reason
+    assert later.outcome == "failed" and later.fingerprint == "the sequential answers: answered 400"
