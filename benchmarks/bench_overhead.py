@@ -20,8 +20,12 @@ TESTS = "\n".join(f"def test_{i}():\n    assert {i} == {i}\n" for i in range(50)
 
 def timed(args: list[str], cwd: str) -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider", *args],
-                   cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider", *args],
+        cwd=cwd,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return time.perf_counter() - started
 
 

@@ -18,16 +18,39 @@ from pathlib import Path
 
 from pytest_vllm.cli import suites_dir
 
-CORE = ["health", "models", "completions", "chat", "streaming", "schema", "tokenize", "metrics",
-        "errors", "auth", "fuzz"]
+CORE = [
+    "health",
+    "models",
+    "completions",
+    "chat",
+    "streaming",
+    "schema",
+    "tokenize",
+    "metrics",
+    "errors",
+    "auth",
+    "fuzz",
+]
 
 
 def run(url: str, key: str | None, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         report = Path(folder, "report.json")
         files = [str(suites_dir() / f"test_{name}.py") for name in CORE]
-        args = [sys.executable, "-m", "pytest", *files, "-q", "-p", "no:cacheprovider",
-                "--vllm-url", url, "--vllm-report", str(report), *extra]
+        args = [
+            sys.executable,
+            "-m",
+            "pytest",
+            *files,
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--vllm-url",
+            url,
+            "--vllm-report",
+            str(report),
+            *extra,
+        ]
         if key:
             args += ["--vllm-api-key", key]
         started = time.perf_counter()
@@ -54,8 +77,10 @@ def main() -> None:
     for name, extra in (("plain", []), ("-n 2", ["-n", "2"])):
         r = run(args.vllm_url, args.vllm_api_key, extra)
         ratio = r["session"] / r["requests"] if r["requests"] else float("nan")
-        print(f"{name:8} {r['checks']:>6} {r['wall']:>8.1f} {r['session']:>10.1f} {r['requests']:>11.1f} "
-              f"{ratio:>6.2f}  {r['outcomes']}")
+        print(
+            f"{name:8} {r['checks']:>6} {r['wall']:>8.1f} {r['session']:>10.1f} {r['requests']:>11.1f} "
+            f"{ratio:>6.2f}  {r['outcomes']}"
+        )
     print("wall: the command; session: pytest's own run; ratio: session / summed request time")
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pytest_vllm.outcomes import Deviation
 
-class MissingField(AssertionError):
+
+class MissingField(Deviation):
     """The server's answer lacks a field the check reads: the server's deviation."""
 
 
@@ -19,9 +21,10 @@ class Answer(dict):
     """A JSON object from the server: indexing a field it lacks raises MissingField."""
 
     def __missing__(self, key: Any) -> Any:
-        error = MissingField(f"the server's answer has no {key!r} field: {json.dumps(self)[:300]}")
-        error.fingerprint = f"the server's answer has no {key!r} field"  # whatever the check said before
-        raise error
+        raise MissingField(  # its fingerprint, whatever the check said before
+            f"the server's answer has no {key!r} field: {json.dumps(self)[:300]}",
+            f"the server's answer has no {key!r} field",
+        )
 
 
 def answer(value: Any) -> Any:
@@ -45,8 +48,10 @@ def length_problem(finish_reason: str | None, completion_tokens: int, max_tokens
     if completion_tokens > max_tokens:
         return f"{completion_tokens} completion tokens for max_tokens={max_tokens}"
     if ignore_eos and (finish_reason, completion_tokens) != ("length", max_tokens):
-        return (f"with ignore_eos the model runs to max_tokens={max_tokens} (finish_reason 'length'); "
-                f"got {completion_tokens} tokens, finish_reason {finish_reason!r}")
+        return (
+            f"with ignore_eos the model runs to max_tokens={max_tokens} (finish_reason 'length'); "
+            f"got {completion_tokens} tokens, finish_reason {finish_reason!r}"
+        )
     if finish_reason == "length" and completion_tokens != max_tokens:
         return f"finish_reason 'length' after {completion_tokens} completion tokens, short of max_tokens={max_tokens}"
     if finish_reason not in ("length", "stop"):

@@ -110,8 +110,12 @@ class RetryingTransport(httpx.HTTPTransport):
                 fresh.close()
                 raise
             self.recorder.connection_reset(request, first)
-            return httpx.Response(response.status_code, headers=response.headers,
-                                  stream=_Closing(response.stream, fresh), extensions=response.extensions)
+            return httpx.Response(
+                response.status_code,
+                headers=response.headers,
+                stream=_Closing(response.stream, fresh),
+                extensions=response.extensions,
+            )
 
 
 class AsyncRetryingTransport(httpx.AsyncHTTPTransport):
@@ -143,5 +147,9 @@ class AsyncRetryingTransport(httpx.AsyncHTTPTransport):
                 await fresh.aclose()
                 raise
             self.recorder.connection_reset(request, first)
-            return httpx.Response(response.status_code, headers=response.headers,
-                                  stream=_AsyncClosing(response.stream, fresh), extensions=response.extensions)
+            return httpx.Response(
+                response.status_code,
+                headers=response.headers,
+                stream=_AsyncClosing(response.stream, fresh),
+                extensions=response.extensions,
+            )

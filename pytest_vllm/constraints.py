@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from jsonschema import Draft202012Validator
 
@@ -67,7 +68,7 @@ def choice_violation(choices: list[str]) -> Callable[[str], str | None]:
 def yes_no_digits_violation(text: str) -> str | None:
     """The grammars' language read in Python: "yes" or "no", then one to three ASCII digits."""
     word = next((word for word in ("yes", "no") if text.startswith(word)), "")
-    digits = text[len(word):]
+    digits = text[len(word) :]
     if word and 1 <= len(digits) <= 3 and all(c in "0123456789" for c in digits):
         return None
     return "is not 'yes' or 'no' followed by 1 to 3 digits (the grammar's language)"

@@ -6,6 +6,7 @@ request a check makes is recorded without the check doing anything.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shlex
 from dataclasses import dataclass, field
@@ -69,12 +70,14 @@ class Recorder:
     def connection_reset(self, request: httpx.Request, error: Exception) -> None:
         """A connection the server broke, answered once retried on a fresh connection."""
         before = self.exchanges[-2] if len(self.exchanges) > 1 else self._before
-        self.findings.append({
-            "finding": "connection reset by the server, answered on a fresh connection",
-            "request": f"{request.method} {request.url.path}",
-            "error": type(error).__name__,
-            "after": f"{before.method} {_path(before.url)} {_clip(before.request_body)[:300]}" if before else None,
-        })
+        self.findings.append(
+            {
+                "finding": "connection reset by the server, answered on a fresh connection",
+                "request": f"{request.method} {request.url.path}",
+                "error": type(error).__name__,
+                "after": f"{before.method} {_path(before.url)} {_clip(before.request_body)[:300]}" if before else None,
+            }
+        )
 
     def seconds(self) -> float:
         """The summed time of this test's requests: the raw cost of what it checked."""
@@ -133,8 +136,6 @@ def _has_content(request: httpx.Request) -> bool:
 
 
 def _clip(text: str) -> str:
-    try:
+    with contextlib.suppress(ValueError):
         text = json.dumps(json.loads(text), ensure_ascii=False)
-    except ValueError:
-        pass
     return text if len(text) <= _BODY_LIMIT else text[:_BODY_LIMIT] + f"... ({len(text)} chars)"

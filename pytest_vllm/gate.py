@@ -49,20 +49,11 @@ class Comparison:
         return lines
 
 
-def record_id(record: dict) -> str:
-    """A record's stable id; results files written before ids existed name checks by nodeid."""
-    if "id" in record:
-        return record["id"]
-    nodeid = record["nodeid"]
-    path, _, rest = nodeid.partition("::")
-    return f"suites/{path.rsplit('/', 1)[-1]}::{rest}" if "test_" in path else nodeid
-
-
 def load(path: str | Path) -> dict[str, dict]:
     """The records of a results file by check id; a clear error if it is not one."""
     try:
         data = json.loads(Path(path).read_text())
-        return {record_id(record): record for record in data["checks"]}
+        return {record["id"]: record for record in data["checks"]}
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{path} is not a pytest-vllm results file ({type(error).__name__}: {error})") from None
 
@@ -106,7 +97,7 @@ def _judge(result: Comparison, check: str, before: dict, now: dict) -> None:
 
 
 def _describe(record: dict) -> str:
-    reason = record.get("reason") or record.get("message", "")
+    reason = record.get("reason", "")
     return f"{record['outcome']}: {reason}" if reason and record["outcome"] != "passed" else record["outcome"]
 
 

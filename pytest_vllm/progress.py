@@ -59,8 +59,13 @@ def console(fallback: Callable[[str], object]) -> Callable[[str], object]:
 class Ticker:
     """Prints the progress log through `write`: new lines, and every `interval` s the open steps."""
 
-    def __init__(self, shared_dir: str | Path, write: Callable[[str], object], interval: float = INTERVAL,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        shared_dir: str | Path,
+        write: Callable[[str], object],
+        interval: float = INTERVAL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.path = Path(shared_dir) / LOG_NAME
         self.write = write
         self.interval = interval
@@ -78,7 +83,8 @@ class Ticker:
             if "start" in entry:
                 self._open[entry["start"]] = (entry["message"], entry["time"])
                 fresh.add(entry["start"])
-            self._open.pop(entry.get("end"), None)
+            if "end" in entry:
+                self._open.pop(entry["end"], None)
         for token, (what, started) in self._open.items():
             if token not in fresh:
                 self.write(f"vllm: still {what} ({self.clock() - started:.0f} s)")

@@ -40,6 +40,27 @@ class Record:
     curl: str = ""  # a failed check's last request, to repeat by hand
 
 
+@dataclass
+class Note:
+    """What pytest-vllm adds to one pytest report, carried as one attribute (`report.vllm`, a dict
+    of plain values, so that xdist sends it to the controller with the report)."""
+
+    id: str
+    outcome: str | None = None  # where the plugin judged: "unsupported", "failed" (the server) or "error" (ours)
+    reason: str = ""
+    fingerprint: str = ""
+    curl: str = ""  # a failed check's last request, to repeat by hand
+    request_seconds: float = 0.0
+    findings: list = field(default_factory=list)
+
+    @classmethod
+    def of(cls, report: pytest.TestReport) -> Note:
+        return cls(**getattr(report, "vllm", {"id": report.nodeid}))
+
+    def attach(self, report: pytest.TestReport) -> None:
+        report.vllm = asdict(self)  # type: ignore[attr-defined]  # pytest reports take extra attributes
+
+
 def check_id(item: pytest.Item) -> str:
     """The check's id wherever it runs: `suites/<file>::<name>` for the shipped suites (from a
     checkout, a wheel, a venv or an xdist worker alike), else the nodeid."""
@@ -59,11 +80,11 @@ def area_of(check: str) -> str:
     return module.removesuffix(".py").removeprefix("test_")
 
 
-def outcome_of(report: pytest.TestReport) -> str:
-    if getattr(report, "vllm_unsupported", False):
+def outcome_of(report: pytest.TestReport, note: Note) -> str:
+    if note.outcome == "unsupported":
         return "unsupported"
     if report.failed:
-        return getattr(report, "vllm_outcome", "failed" if report.when == "call" else "error")
+        return note.outcome or ("failed" if report.when == "call" else "error")
     return report.outcome
 
 
@@ -77,23 +98,24 @@ class ReportPlugin:
         self.comparison: Any = None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        outcome = outcome_of(report)
-        check = getattr(report, "vllm_id", report.nodeid)
+        note = Note.of(report)
+        outcome = outcome_of(report, note)
+        check = note.id
         record = self.records.get(check)
         if record is None:
             record = self.records[check] = Record(
                 check, report.nodeid, area_of(check), outcome, "", "", "", 0.0, report.start
             )
         record.duration += report.duration
-        record.request_seconds += getattr(report, "vllm_request_seconds", 0.0)
-        record.findings += getattr(report, "vllm_findings", [])
+        record.request_seconds += note.request_seconds
+        record.findings += note.findings
         record.properties.update((str(k), v) for k, v in report.user_properties)
         if _RANK[outcome] > _RANK[record.outcome] or (outcome != "passed" and not record.reason):
             record.outcome = max(record.outcome, outcome, key=_RANK.__getitem__)
-            record.reason = getattr(report, "vllm_reason", "") or _first_line(report)
-            record.fingerprint = getattr(report, "vllm_fingerprint", "") or record.reason
+            record.reason = note.reason or _first_line(report)
+            record.fingerprint = note.fingerprint or record.reason
             record.details = _details(report)
-            record.curl = getattr(report, "vllm_curl", "")
+            record.curl = note.curl
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """With a baseline, the exit status is the gate's: regressions or missing checks fail."""
@@ -145,8 +167,11 @@ class ReportPlugin:
             "checks": [asdict(r) for r in self.records.values()],
         }
         if self.comparison is not None:
-            data["gate"] = {"baseline": str(self.vllm.settings.baseline), "ok": self.comparison.ok,
-                            **asdict(self.comparison)}
+            data["gate"] = {
+                "baseline": str(self.vllm.settings.baseline),
+                "ok": self.comparison.ok,
+                **asdict(self.comparison),
+            }
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data, indent=2) + "\n")
 
@@ -156,8 +181,10 @@ def server_line(server: dict) -> str:
     if "error" in server:
         return f"server: {server['url']}: not available"
     ready = f", ready in {server['startup_seconds']} s" if server.get("startup_seconds") else ""
-    return (f"server: {server['model']} at {server['url']} "
-            f"({server.get('identity') or 'vLLM ' + server['version']}, {server['launched_by']}{ready})")
+    return (
+        f"server: {server['model']} at {server['url']} "
+        f"({server.get('identity') or 'vLLM ' + server['version']}, {server['launched_by']}{ready})"
+    )
 
 
 def table_lines(counts: dict[str, Counter]) -> list[str]:
@@ -181,7 +208,8 @@ def finding_lines(records: list[dict]) -> list[str]:
     return [
         f"finding: {r['id']}: {f['finding']}: {f['request']} ({f['error']}); "
         f"the request before it: {f['after'] or 'none'}"
-        for r in records for f in r.get("findings", [])
+        for r in records
+        for f in r.get("findings", [])
     ]
 
 
@@ -197,9 +225,7 @@ def main(argv: list[str] | None = None) -> None:
             print(server_line(server))
         for line in table_lines({area: Counter(c) for area, c in data["counts"].items()}):
             print(line)
-        from pytest_vllm.gate import record_id
-
-        checks = [{"reason": c.get("message", ""), **c, "id": record_id(c)} for c in data["checks"]]
+        checks = data["checks"]
         for line in reason_lines(checks) + finding_lines(checks):
             print(line)
         for check in checks:
@@ -208,7 +234,9 @@ def main(argv: list[str] | None = None) -> None:
         if "gate" in data:
             from pytest_vllm.gate import Comparison
 
-            fields = {key: data["gate"][key] for key in ("regressions", "fixed", "known", "new", "missing", "unchanged")}
+            fields = {
+                key: data["gate"][key] for key in ("regressions", "fixed", "known", "new", "missing", "unchanged")
+            }
             print("\n".join(Comparison(**fields).lines(data["gate"]["baseline"])))
 
 

@@ -15,13 +15,13 @@ import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pytest_vllm.outcomes import Unsupported, VllmServerError
 from pytest_vllm.exchanges import Recorder
+from pytest_vllm.outcomes import Unsupported, VllmServerError
 from pytest_vllm.settings import Settings
 
 if TYPE_CHECKING:
     import httpx
-    import openai
+    from openai import AsyncOpenAI, OpenAI
 
     from pytest_vllm.launchers import ServerSpec, VllmServer
     from pytest_vllm.pool import ServerPool
@@ -165,28 +165,34 @@ class VllmSession:
 
     # Clients
 
-    def openai(self, server: VllmServer) -> openai.OpenAI:
+    def openai(self, server: VllmServer) -> OpenAI:
         """An openai SDK client for `server`: no retries (they hide bugs), finite timeouts."""
         import httpx
         import openai
 
         from pytest_vllm.connections import RetryingTransport
 
-        http = httpx.Client(timeout=self.settings.request_timeout, event_hooks=self.recorder.hooks(),
-                            transport=RetryingTransport(self.recorder))
-        return self._track(server, openai.OpenAI(**self._openai_args(server), http_client=http))
+        http = httpx.Client(
+            timeout=self.settings.request_timeout,
+            event_hooks=self.recorder.hooks(),
+            transport=RetryingTransport(self.recorder),
+        )
+        # openai>=3.6 types http_client as an httpx2.Client; an httpx.Client works (the same interface)
+        return self._track(server, openai.OpenAI(**self._openai_args(server), http_client=http))  # type: ignore[arg-type, unused-ignore]
 
-    def async_openai(self, server: VllmServer) -> openai.AsyncOpenAI:
+    def async_openai(self, server: VllmServer) -> AsyncOpenAI:
         import httpx
         import openai
 
         from pytest_vllm.connections import AsyncRetryingTransport
 
         http = httpx.AsyncClient(
-            timeout=self.settings.request_timeout, event_hooks=self.recorder.async_hooks(),
+            timeout=self.settings.request_timeout,
+            event_hooks=self.recorder.async_hooks(),
             transport=AsyncRetryingTransport(self.recorder),
         )
-        return self._track(server, openai.AsyncOpenAI(**self._openai_args(server), http_client=http))
+        # openai>=3.6 types http_client as an httpx2.AsyncClient; an httpx.AsyncClient works (the same interface)
+        return self._track(server, openai.AsyncOpenAI(**self._openai_args(server), http_client=http))  # type: ignore[arg-type, unused-ignore]
 
     def http(self, server: VllmServer, api_key: Any = _SERVER_KEY, record: bool = True) -> httpx.Client:
         """An httpx client on the server's base URL for wire-level checks: with the server's

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import pytest
@@ -57,9 +58,7 @@ def _capability(value: str) -> tuple[str, bool]:
 
     name, _, state = value.partition("=")
     if name not in CAPABILITIES or state not in ("yes", "no"):
-        raise ValueError(
-            f"expected NAME=yes|no with NAME one of: {', '.join(CAPABILITIES)}"
-        )
+        raise ValueError(f"expected NAME=yes|no with NAME one of: {', '.join(CAPABILITIES)}")
     return name, state == "yes"
 
 
@@ -197,7 +196,8 @@ def add_options(parser: pytest.Parser) -> None:
             metavar=option.metavar,
             help=f"{option.help} [env {option.env}, ini {option.ini}]",
         )
-        parser.addini(option.ini, option.help, type="args" if option.repeatable else "string")
+        ini_type: Literal["args", "string"] = "args" if option.repeatable else "string"
+        parser.addini(option.ini, option.help, type=ini_type)
 
 
 def resolve(config: pytest.Config) -> Settings:

@@ -39,7 +39,7 @@ def read_stream(response: httpx.Response) -> list[dict[str, Any]]:
         "every SSE event of an OpenAI stream is one `data: <payload>` line followed by a blank "
         f"line; these are not: {[frame[:200] for frame in bad[:3]]}"
     )
-    payloads = [frame[len(_PREFIX):] for frame in frames]
+    payloads = [frame[len(_PREFIX) :] for frame in frames]
     assert payloads.count(DONE) == 1 and payloads[-1] == DONE, (
         f"a stream ends with `data: {DONE}` sent exactly once, as its last event; got "
         f"{payloads.count(DONE)} of them, the last event being {payloads[-1][:200]!r}"
@@ -64,9 +64,9 @@ def read_events(response: httpx.Response) -> list[dict[str, Any]]:
     assert response.status_code == 200, f"the stream answered {response.status_code}: {body[:400]}"
     events = []
     for line in body.splitlines():
-        if line.startswith(_PREFIX) and line[len(_PREFIX):] != DONE:
+        if line.startswith(_PREFIX) and line[len(_PREFIX) :] != DONE:
             try:
-                events.append(answer(json.loads(line[len(_PREFIX):])))
+                events.append(answer(json.loads(line[len(_PREFIX) :])))
             except ValueError:
                 raise AssertionError(f"an SSE event is not JSON: {line[:300]!r}") from None
     return events
@@ -99,17 +99,13 @@ def join_choices(chunks: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
                     "role": next((d["role"] for d in deltas if d.get("role")), None),
                     "content": "".join(d.get("content") or "" for d in deltas),
                 },
-                "logprobs": {"content": [t for lp in logprobs for t in lp.get("content") or []]}
-                if logprobs
-                else None,
+                "logprobs": {"content": [t for lp in logprobs for t in lp.get("content") or []]} if logprobs else None,
             }
         else:
             keys = ("tokens", "token_logprobs", "top_logprobs", "text_offset")
             choice = {
                 "text": "".join(part["text"] for part in parts),
-                "logprobs": {key: [v for lp in logprobs for v in lp[key]] for key in keys}
-                if logprobs
-                else None,
+                "logprobs": {key: [v for lp in logprobs for v in lp[key]] for key in keys} if logprobs else None,
             }
         choice["finish_reason"] = reasons[-1] if reasons else None
         joined[index] = choice

@@ -26,12 +26,37 @@ FLOAT_RANGES = {
 }
 # vLLM's request fields beyond the float ranges, fuzzed with arbitrary values in random bodies.
 OTHER_FIELDS = (
-    "top_k", "seed", "stop", "stop_token_ids", "logit_bias", "logprobs", "top_logprobs",
-    "prompt_logprobs", "echo", "ignore_eos", "skip_special_tokens", "include_stop_str_in_output",
-    "add_special_tokens", "truncate_prompt_tokens", "allowed_token_ids", "bad_words", "suffix",
-    "response_format", "structured_outputs", "tools", "tool_choice", "user", "priority",
-    "add_generation_prompt", "continue_final_message", "chat_template_kwargs", "cache_salt",
-    "return_token_ids", "messages", "prompt", "model",
+    "top_k",
+    "seed",
+    "stop",
+    "stop_token_ids",
+    "logit_bias",
+    "logprobs",
+    "top_logprobs",
+    "prompt_logprobs",
+    "echo",
+    "ignore_eos",
+    "skip_special_tokens",
+    "include_stop_str_in_output",
+    "add_special_tokens",
+    "truncate_prompt_tokens",
+    "allowed_token_ids",
+    "bad_words",
+    "suffix",
+    "response_format",
+    "structured_outputs",
+    "tools",
+    "tool_choice",
+    "user",
+    "priority",
+    "add_generation_prompt",
+    "continue_final_message",
+    "chat_template_kwargs",
+    "cache_salt",
+    "return_token_ids",
+    "messages",
+    "prompt",
+    "model",
 )
 # The sampling fields above that are vLLM's own, not OpenAI's: drawn for servers that honour them.
 VLLM_SAMPLING = ("min_p", "repetition_penalty", "top_k", "min_tokens")
@@ -40,8 +65,13 @@ _INT64 = 2**63
 
 def json_values(*, max_leaves: int = 8) -> st.SearchStrategy[Any]:
     """Any JSON value: null, booleans, numbers (huge and tiny included), strings, lists, objects."""
-    scalars = st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) \
-        | st.floats(allow_nan=False, allow_infinity=False, allow_subnormal=False) | st.text(max_size=12)
+    scalars = (
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=-(2**70), max_value=2**70)
+        | st.floats(allow_nan=False, allow_infinity=False, allow_subnormal=False)
+        | st.text(max_size=12)
+    )
     return st.recursive(
         scalars,
         lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
@@ -110,7 +140,9 @@ def unchecked_sampling_params(draw: st.DrawFn, *, max_tokens: int = 8, vllm: boo
     numbers = st.floats(allow_nan=False, allow_infinity=False, allow_subnormal=False)
     for name, (low, high, open_low) in FLOAT_RANGES.items():
         if (vllm or name not in VLLM_SAMPLING) and draw(st.booleans()):
-            params[name] = _rarely_mistyped(draw, st.floats(low, high, exclude_min=open_low, allow_subnormal=False) | numbers)
+            params[name] = _rarely_mistyped(
+                draw, st.floats(low, high, exclude_min=open_low, allow_subnormal=False) | numbers
+            )
     integers = st.integers(min_value=-(2**70), max_value=2**70)
     others = {"top_k": integers, "seed": integers, "stop": stop_strings() | st.lists(st.text(max_size=3))}
     for name, values in others.items():
@@ -134,8 +166,17 @@ def request_bodies(draw: st.DrawFn, *, base: dict[str, Any], max_tokens: int = 8
 
 
 # Schema fields a schema-shaped body leaves out: how the request is sent, and what costs tokens.
-_SCHEMA_SKIPPED = ("model", "stream", "stream_options", "best_of", "prompt", "messages", "input", "max_tokens",
-                   "max_output_tokens")
+_SCHEMA_SKIPPED = (
+    "model",
+    "stream",
+    "stream_options",
+    "best_of",
+    "prompt",
+    "messages",
+    "input",
+    "max_tokens",
+    "max_output_tokens",
+)
 _SCHEMA_DEPTH = 4
 
 
@@ -167,23 +208,33 @@ def schema_values(schema: dict, definitions: dict[str, dict], depth: int = _SCHE
     if kind == "integer":
         return st.integers(low, high)
     if kind == "number":
-        return st.floats(float(low), float(high),
-                         exclude_min="exclusiveMinimum" in schema, exclude_max="exclusiveMaximum" in schema,
-                         allow_nan=False, allow_subnormal=False)
+        return st.floats(
+            float(low),
+            float(high),
+            exclude_min="exclusiveMinimum" in schema,
+            exclude_max="exclusiveMaximum" in schema,
+            allow_nan=False,
+            allow_subnormal=False,
+        )
     if kind == "string":
         return st.text(min_size=schema.get("minLength", 0), max_size=max(schema.get("minLength", 0), 8))
     if depth <= 0:
         return st.none()
     if kind == "array" or "items" in schema:
         low = schema.get("minItems", 0)
-        return st.lists(schema_values(schema.get("items", {}), definitions, depth - 1),
-                        min_size=low, max_size=max(low, min(schema.get("maxItems", 2), 2)))
-    properties = schema.get("properties")
+        return st.lists(
+            schema_values(schema.get("items", {}), definitions, depth - 1),
+            min_size=low,
+            max_size=max(low, min(schema.get("maxItems", 2), 2)),
+        )
+    properties = schema.get("properties") or {}
     if kind == "object" or properties:
-        required = {k: schema_values(properties[k], definitions, depth - 1)
-                    for k in schema.get("required", []) if k in (properties or {})}
-        optional = {k: schema_values(v, definitions, depth - 1)
-                    for k, v in (properties or {}).items() if k not in required}
+        required = {
+            k: schema_values(properties[k], definitions, depth - 1)
+            for k in schema.get("required", [])
+            if k in properties
+        }
+        optional = {k: schema_values(v, definitions, depth - 1) for k, v in properties.items() if k not in required}
         if not properties:
             return st.dictionaries(st.text(max_size=6), json_values(max_leaves=3), max_size=2)
         return st.fixed_dictionaries(required, optional=optional)
@@ -201,13 +252,19 @@ def _properties(schema: dict, definitions: dict[str, dict]) -> dict[str, dict]:
 
 
 @st.composite
-def schema_shaped_bodies(draw: st.DrawFn, *, base: dict[str, Any], schemas: list[tuple[dict, dict]],
-                         budget: str = "max_tokens", max_tokens: int = 8) -> dict[str, Any]:
+def schema_shaped_bodies(
+    draw: st.DrawFn,
+    *,
+    base: dict[str, Any],
+    schemas: list[tuple[dict, dict]],
+    budget: str = "max_tokens",
+    max_tokens: int = 8,
+) -> dict[str, Any]:
     """`base` (a valid request) with up to 4 fields of the request schemas in `schemas` (pairs of
     the request's schema and the definitions its `$ref`s point into), each with a value its own
     schema describes. The budget fields stay small: `budget` (the route's cap on generated
     tokens) and max_completion_tokens at most `max_tokens`, n at most 2, logprobs counts at most 5."""
-    fields = {}
+    fields: dict[str, tuple[dict, dict]] = {}
     for schema, definitions in schemas:
         for name, node in _properties(schema, definitions).items():
             if name not in _SCHEMA_SKIPPED:
@@ -215,8 +272,14 @@ def schema_shaped_bodies(draw: st.DrawFn, *, base: dict[str, Any], schemas: list
     names = draw(st.lists(st.sampled_from(sorted(fields)), max_size=4, unique=True))
     body = {**base, **{name: draw(schema_values(*fields[name])) for name in names}}
     body[budget] = draw(st.integers(1, max_tokens))
-    caps = {"max_completion_tokens": max_tokens, "n": 2, "logprobs": 5, "top_logprobs": 5, "prompt_logprobs": 5,
-            "min_tokens": max_tokens}
+    caps = {
+        "max_completion_tokens": max_tokens,
+        "n": 2,
+        "logprobs": 5,
+        "top_logprobs": 5,
+        "prompt_logprobs": 5,
+        "min_tokens": max_tokens,
+    }
     for name, most in caps.items():
         if isinstance(body.get(name), int) and not isinstance(body[name], bool) and body[name] > most:
             body[name] = most

@@ -19,19 +19,24 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import pytest
 
 from pytest_vllm.answers import MissingField
-from pytest_vllm.outcomes import ProbeError, ServerFault
+from pytest_vllm.outcomes import Deviation, ProbeError, ServerFault
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 OWN_ERROR = "pytest-vllm's own error (a bug in the check or the plugin, not a verdict on the server)"
 # pytest-vllm modules whose assertions are expectations on the server's answers.
-_ASSERTION_HELPERS = {"openapi.py", "sse.py", "constraints.py", "answers.py"}
+_ASSERTION_HELPERS = {"openapi.py", "sse.py", "constraints.py", "answers.py", "expect.py"}
 _PACKAGE = Path(__file__).resolve().parent
 _REASON_LIMIT = 300
 _FINGERPRINT_LIMIT = 200
@@ -126,22 +131,25 @@ def _classify(error: BaseException, tb: TracebackType | None, check_file: Path) 
         return outcome, " / ".join(p[1] for p in chosen), " / ".join(p[2] or p[1] for p in chosen)
     fault = _server_fault(error)
     if fault is not None:
-        return "failed", str(fault), getattr(fault, "fingerprint", None)
+        return "failed", str(fault), fault.fingerprint
     if isinstance(error, ProbeError):
         return "failed", f"probing a capability the check needs: {error}", None
     if isinstance(error, openai.APIStatusError):
         request = error.response.request
-        return "failed", (f"the server answered {error.status_code} to {request.method} "
-                          f"{request.url.path}: {error.message}"), None
+        return (
+            "failed",
+            (f"the server answered {error.status_code} to {request.method} {request.url.path}: {error.message}"),
+            None,
+        )
     if isinstance(error, (openai.APITimeoutError, httpx.TimeoutException)):
-        request = _request_of(error)
-        return "failed", f"no answer within the request timeout: {request}", lost_contact_fingerprint(request)
+        sent = _request_of(error)
+        return "failed", f"no answer within the request timeout: {sent}", lost_contact_fingerprint(sent)
     if isinstance(error, (openai.APIConnectionError, httpx.TransportError)):
-        request = _request_of(error)
-        reason = f"the connection to the server failed ({request}): {_cause(error)}"
-        return "failed", reason, lost_contact_fingerprint(request)
-    if isinstance(error, MissingField) or isinstance(error, AssertionError) and _raised_in_check(tb, check_file):
-        return "failed", _assertion_message(error), getattr(error, "fingerprint", None)
+        sent = _request_of(error)
+        reason = f"the connection to the server failed ({sent}): {_cause(error)}"
+        return "failed", reason, lost_contact_fingerprint(sent)
+    if isinstance(error, MissingField) or (isinstance(error, AssertionError) and _raised_in_check(tb, check_file)):
+        return "failed", _assertion_message(error), error.fingerprint if isinstance(error, Deviation) else None
     if isinstance(error, pytest.fail.Exception) and _called_from_check(tb, check_file):
         return "failed", _assertion_message(error), None  # pytest.fail(), or pytest.raises' "DID NOT RAISE"
     where = _innermost(tb)
@@ -156,7 +164,7 @@ def lost_contact(error: BaseException) -> bool:
     return _server_fault(error) is not None or isinstance(error, (openai.APIConnectionError, httpx.TransportError))
 
 
-def _server_fault(error: BaseException) -> ServerFault | None:
+def _server_fault(error: BaseException | None) -> ServerFault | None:
     seen = set()
     while error is not None and id(error) not in seen:
         if isinstance(error, ServerFault):
@@ -167,7 +175,7 @@ def _server_fault(error: BaseException) -> ServerFault | None:
 
 
 def _request_of(error: BaseException) -> str:
-    request = getattr(error, "request", None)
+    request: Any = getattr(error, "request", None)  # anything: what it lacks is caught
     try:
         return f"{request.method} {request.url.path}"
     except (AttributeError, RuntimeError):
@@ -222,7 +230,7 @@ def _short(fingerprint: str) -> str:
     if len(fingerprint) <= _FINGERPRINT_LIMIT:
         return fingerprint
     digest = hashlib.sha256(fingerprint.encode()).hexdigest()[:10]
-    return f"{fingerprint[:_FINGERPRINT_LIMIT - 14]}… #{digest}"
+    return f"{fingerprint[: _FINGERPRINT_LIMIT - 14]}… #{digest}"
 
 
 def _one_line(text: str) -> str:

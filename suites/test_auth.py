@@ -16,8 +16,12 @@ from pytest_vllm.openapi import validate
 
 ENDPOINTS = {
     "models": ("GET", "/v1/models", None, "data"),
-    "chat": ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 2},
-             "choices"),
+    "chat": (
+        "POST",
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 2},
+        "choices",
+    ),
     "completions": ("POST", "/v1/completions", {"prompt": "Hello", "max_tokens": 2}, "choices"),
 }
 OPEN_PATHS = {
@@ -26,12 +30,7 @@ OPEN_PATHS = {
     "metrics": ("GET", "/metrics", None),
     "tokenize": ("POST", "/tokenize", {"prompt": "Hello"}),
 }
-
-
-@pytest.fixture(scope="module")
-def server(vllm):
-    """A server that requires an API key (the embedded default launches a keyed copy)."""
-    return vllm.server_with("auth")
+CAPABILITY = "auth"  # `server` requires an API key (the embedded default launches a keyed copy)
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +68,7 @@ def test_with_the_right_key_is_200(vllm, server, endpoint):
     with _client(vllm, server, server.api_key) as client:
         response = _send(client, server, method, path, fields)
     assert response.status_code == 200, (
-        f"{method} {path} with the server's key must be served; got {response.status_code}: "
-        f"{response.text[:200]}"
+        f"{method} {path} with the server's key must be served; got {response.status_code}: {response.text[:200]}"
     )
     assert isinstance(response.json().get(listing), list), (
         f"{method} {path} answered 200 without its `{listing}` list: {response.text[:200]}"

@@ -14,7 +14,6 @@ from pytest_vllm.sse import stop_string_from
 
 pytestmark = pytest.mark.vllm_requires("chat")
 
-SCHEMA = "CreateChatCompletionResponse"
 TOKENS = 8
 SAMPLINGS = {"greedy": {"temperature": 0}, "seeded": {"temperature": 1, "seed": 1234}}
 USER = {"role": "user", "content": "Name three colours."}
@@ -29,12 +28,6 @@ CONVERSATIONS = {
     ],
 }
 VLLM_FIELDS = {"ignore_eos", "include_stop_str_in_output"}
-
-
-@pytest.fixture
-def ignore_eos(vllm, vllm_server):
-    """Whether the answers run to max_tokens: vLLM's `ignore_eos` is sent where it is honoured."""
-    return vllm.has(vllm_server, "vllm_sampling")
 
 
 @pytest.fixture
@@ -99,10 +92,13 @@ def test_length_limit_is_exact_with_ignore_eos(chat, ignore_eos, field):
     assert problem is None, f"{field}=5 caps the completion: {problem}"
 
 
-@pytest.mark.parametrize("include", [
-    pytest.param(False, id="stop-excluded"),
-    pytest.param(True, id="stop-included", marks=pytest.mark.vllm_requires("vllm_sampling")),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "include",
+    [
+        pytest.param(False, id="stop-excluded"),
+        pytest.param(True, id="stop-included", marks=pytest.mark.vllm_requires("vllm_sampling")),
+    ],
+)
 def test_stop_string(chat, include):
     full = chat(max_tokens=12)["choices"][0]["message"]["content"]
     stop = stop_string_from(full)

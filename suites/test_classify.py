@@ -19,18 +19,7 @@ from pytest_vllm.outcomes import Unsupported
 TEXTS = ["Hello world", "A completely different sentence about trains.", "12345 67890"]
 QUERY = "Where do trains go?"
 CLOSE = 1e-3
-
-
-@pytest.fixture(scope="module")
-def server(vllm):
-    return vllm.server_with("classify")
-
-
-@pytest.fixture(scope="module")
-def http(vllm, server):
-    client = vllm.http(server)
-    yield client
-    client.close()
+CAPABILITY = "classify"
 
 
 @pytest.fixture(scope="module")
@@ -61,14 +50,16 @@ def _activation(logits):
 
 
 def _close(a, b):
-    return len(a) == len(b) and all(abs(x - y) <= CLOSE for x, y in zip(a, b))
+    return len(a) == len(b) and all(abs(x - y) <= CLOSE for x, y in zip(a, b, strict=False))
 
 
 @pytest.fixture(scope="module")
 def cross_encoder(post):
     """The server is a cross-encoder (one label); else the check is unsupported."""
     if post("/classify", input=TEXTS[0])["data"][0]["num_classes"] != 1:
-        raise Unsupported("unsupported: the classifier has more than one label, and vLLM scores with one-label models only")
+        raise Unsupported(
+            "unsupported: the classifier has more than one label, and vLLM scores with one-label models only"
+        )
 
 
 def test_one_distribution_per_input(post, server):
@@ -97,19 +88,19 @@ def test_one_distribution_per_input(post, server):
 def test_use_activation_false_gives_the_logits(post):
     activated = _probs(post("/classify", input=TEXTS))
     logits = _probs(post("/classify", input=TEXTS, use_activation=False))
-    for text, probs, raw in zip(TEXTS, activated, logits):
+    for text, probs, raw in zip(TEXTS, activated, logits, strict=False):
         assert _close(_activation(raw), probs), (
             f"use_activation=false gives the logits, whose softmax (sigmoid for one label) is the probabilities; "
             f"{text!r}: logits {raw} -> {_activation(raw)}, probabilities {probs}"
         )
-    assert any(not _close(raw, probs) for probs, raw in zip(activated, logits)), (
+    assert any(not _close(raw, probs) for probs, raw in zip(activated, logits, strict=False)), (
         f"use_activation=false should change the values (logits, not probabilities): {logits}"
     )
 
 
 def test_batched_inputs_classify_as_alone(post):
     batched = _probs(post("/classify", input=TEXTS))
-    for text, probs in zip(TEXTS, batched):
+    for text, probs in zip(TEXTS, batched, strict=False):
         alone = _probs(post("/classify", input=text))[0]
         assert _close(alone, probs), f"{text!r} classified alone gives {alone}, in a batch {probs}"
     assert any(not _close(batched[0], other) for other in batched[1:]), (

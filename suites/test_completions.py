@@ -11,11 +11,11 @@ test_schema.py.
 import pytest
 
 from pytest_vllm.answers import answer, length_problem
+from pytest_vllm.expect import answered_ok
 from pytest_vllm.sse import stop_string_from
 
 pytestmark = pytest.mark.vllm_requires("completions")
 
-SCHEMA = "CreateCompletionResponse"
 PROMPT = "The quick brown fox"
 OTHER_PROMPT = "Once upon a time"
 TOKENS = 8
@@ -28,12 +28,6 @@ VLLM_FIELDS = {
     "return_token_ids",
     "return_tokens_as_token_ids",
 }
-
-
-@pytest.fixture
-def ignore_eos(vllm, vllm_server):
-    """Whether the answers run to max_tokens: vLLM's `ignore_eos` is sent where it is honoured."""
-    return vllm.has(vllm_server, "vllm_sampling")
 
 
 @pytest.fixture
@@ -59,7 +53,7 @@ def tokenize(vllm, vllm_http, vllm_server):
 
     def token_ids(text):
         response = vllm_http.post("/tokenize", json={"model": vllm_server.model, "prompt": text})
-        assert response.status_code == 200, f"/tokenize answered {response.status_code}: {response.text[:300]}"
+        answered_ok(response, "/tokenize")
         body = response.json()
         assert body["count"] == len(body["tokens"]), f"/tokenize count disagrees with its tokens: {body}"
         return body["tokens"]
@@ -82,7 +76,7 @@ def test_prompt_list_keeps_order_and_index(complete):
     singles = [complete(prompt=prompt) for prompt in prompts]
     indices = [choice["index"] for choice in batch["choices"]]
     assert indices == [0, 1], f"one choice per prompt, index = the prompt's position, got {indices}"
-    for choice, single, prompt in zip(batch["choices"], singles, prompts):
+    for choice, single, prompt in zip(batch["choices"], singles, prompts, strict=False):
         assert choice["text"] == single["choices"][0]["text"], (
             f"greedy choice {choice['index']} should be what prompt {prompt!r} alone gives: "
             f"{choice['text']!r} != {single['choices'][0]['text']!r}"
@@ -144,7 +138,9 @@ def test_top_logprobs_size(complete, count):
         f"logprobs={count} gives the {count} likeliest tokens, plus the sampled one when it is not "
         f"among them (OpenAI: up to logprobs+1): sizes {sizes}"
     )
-    for token, value, top in zip(logprobs["tokens"], logprobs["token_logprobs"], logprobs["top_logprobs"]):
+    for token, value, top in zip(
+        logprobs["tokens"], logprobs["token_logprobs"], logprobs["top_logprobs"], strict=False
+    ):
         assert top.get(token) == value, (
             f"the sampled token is always among its top_logprobs, with its own logprob: {token!r} {value} {top}"
         )
@@ -209,8 +205,9 @@ def test_min_tokens_defers_stopping(complete):
 def test_max_tokens_is_exact_with_ignore_eos(complete, ignore_eos, max_tokens):
     """max_tokens caps the completion: exactly, where vLLM's ignore_eos is honoured."""
     body = complete(max_tokens=max_tokens)
-    problem = length_problem(body["choices"][0]["finish_reason"], body["usage"]["completion_tokens"],
-                             max_tokens, ignore_eos)
+    problem = length_problem(
+        body["choices"][0]["finish_reason"], body["usage"]["completion_tokens"], max_tokens, ignore_eos
+    )
     assert problem is None, problem
 
 
@@ -239,7 +236,8 @@ def test_usage_arithmetic(complete, tokenize, ignore_eos, prompts):
     )
     limit = TOKENS * len(prompts)
     assert usage["completion_tokens"] == limit if ignore_eos else usage["completion_tokens"] <= limit, (
-        f"{'exactly' if ignore_eos else 'at most'} {TOKENS} tokens per prompt: {usage}")
+        f"{'exactly' if ignore_eos else 'at most'} {TOKENS} tokens per prompt: {usage}"
+    )
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"], (
         f"total_tokens = prompt_tokens + completion_tokens (OpenAI's CompletionUsage): {usage}"
     )

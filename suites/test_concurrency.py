@@ -19,6 +19,7 @@ import time
 import httpx
 import pytest
 
+from pytest_vllm.expect import answered_ok
 from pytest_vllm.sse import join_choices, read_stream
 from pytest_vllm.verdicts import failure_class
 
@@ -28,24 +29,32 @@ STREAMS = 16
 BURST = 48
 TOKENS = 8
 MESSAGES = [{"role": "user", "content": "Count to ten."}]
-PROMPTS = ["Once upon a time", "The capital of France is", "Hello, my name is", "1, 2, 3, 4,",
-           "The weather today", "My favourite colour is", "In the morning I", "Dogs and cats"]
+PROMPTS = [
+    "Once upon a time",
+    "The capital of France is",
+    "Hello, my name is",
+    "1, 2, 3, 4,",
+    "The weather today",
+    "My favourite colour is",
+    "In the morning I",
+    "Dogs and cats",
+]
 COPIES = 4  # each prompt this many times at once
 NEAR_TIE = 0.5  # nats: far above batch rounding (fp32 or bf16), far below a confident choice
 GREEDY_TOKENS = 16
 
 
 @pytest.fixture
-def eos(vllm, vllm_server):
-    """`{"ignore_eos": True}` where vLLM's ignore_eos is honoured (answers run to max_tokens), else {}."""
-    return {"ignore_eos": True} if vllm.has(vllm_server, "vllm_sampling") else {}
-
-
-@pytest.fixture
-def body(vllm_server, eos):
+def body(vllm_server, eos_fields):
     """`body(**fields)`: a greedy chat request, `TOKENS` long (exactly so where vLLM's ignore_eos is honoured)."""
-    return lambda **fields: {"model": vllm_server.model, "messages": MESSAGES, "max_tokens": TOKENS,
-                             "temperature": 0, **eos, **fields}
+    return lambda **fields: {
+        "model": vllm_server.model,
+        "messages": MESSAGES,
+        "max_tokens": TOKENS,
+        "temperature": 0,
+        **eos_fields,
+        **fields,
+    }
 
 
 @pytest.fixture
@@ -54,8 +63,12 @@ def async_http(vllm, vllm_server):
     from pytest_vllm.launchers import auth_headers
 
     limits = httpx.Limits(max_connections=BURST + STREAMS)
-    return httpx.AsyncClient(base_url=vllm_server.base_url, headers=auth_headers(vllm_server.api_key),
-                             timeout=vllm.settings.request_timeout, limits=limits)
+    return httpx.AsyncClient(
+        base_url=vllm_server.base_url,
+        headers=auth_headers(vllm_server.api_key),
+        timeout=vllm.settings.request_timeout,
+        limits=limits,
+    )
 
 
 async def _stream(client, body):
@@ -99,19 +112,28 @@ async def test_a_burst_is_queued_not_refused(async_http, body, record_property):
 
 
 def _first_difference(a: list, b: list) -> int | None:
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None if len(a) == len(b) else min(len(a), len(b)))
+    return next(
+        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y),
+        None if len(a) == len(b) else min(len(a), len(b)),
+    )
 
 
 @pytest.mark.vllm_requires("completions", "logprobs")
 async def test_concurrent_greedy_answers_leave_the_sequential_ones_only_at_near_ties(
-    vllm_server, vllm_http, async_http, eos, record_property
+    vllm_server, vllm_http, async_http, eos_fields, record_property
 ):
     def request(prompt):
-        return {"model": vllm_server.model, "prompt": prompt, "max_tokens": GREEDY_TOKENS, "temperature": 0,
-                "logprobs": 2, **eos}
+        return {
+            "model": vllm_server.model,
+            "prompt": prompt,
+            "max_tokens": GREEDY_TOKENS,
+            "temperature": 0,
+            "logprobs": 2,
+            **eos_fields,
+        }
 
     def logprobs(response):
-        assert response.status_code == 200, f"answered {response.status_code}: {response.text[:300]}"
+        answered_ok(response)
         return response.json()["choices"][0]["logprobs"]
 
     sequential = {prompt: logprobs(vllm_http.post("/v1/completions", json=request(prompt))) for prompt in PROMPTS}
@@ -121,7 +143,7 @@ async def test_concurrent_greedy_answers_leave_the_sequential_ones_only_at_near_
                 *(async_http.post("/v1/completions", json=request(p)) for p in PROMPTS * COPIES)
             )
         near_ties, far = 0, []
-        for prompt, response in zip(PROMPTS * COPIES, responses):
+        for prompt, response in zip(PROMPTS * COPIES, responses, strict=False):
             alone, together = sequential[prompt], logprobs(response)
             at = _first_difference(alone["tokens"], together["tokens"])
             if at is None:
@@ -129,16 +151,20 @@ async def test_concurrent_greedy_answers_leave_the_sequential_ones_only_at_near_
             if at >= len(alone["tokens"]):
                 far.append(f"{prompt!r}: {len(together['tokens'])} tokens, {len(alone['tokens'])} alone")
                 continue
-            top = sorted(alone["top_logprobs"][at].values(), reverse=True) + [float("-inf")]
+            top = [*sorted(alone["top_logprobs"][at].values(), reverse=True), float("-inf")]
             if top[0] - top[1] <= NEAR_TIE:
                 near_ties += 1
             else:
-                far.append(f"{prompt!r} at token {at}: {together['tokens'][at]!r} for {alone['tokens'][at]!r}, "
-                           f"which led by {top[0] - top[1]:.2f} nats")
+                far.append(
+                    f"{prompt!r} at token {at}: {together['tokens'][at]!r} for {alone['tokens'][at]!r}, "
+                    f"which led by {top[0] - top[1]:.2f} nats"
+                )
         total = len(responses)
         same = total - near_ties - len(far)
-        record_property("greedy under concurrency", f"{total} answers at once: {same} identical to the sequential "
-                                                    f"ones, {near_ties} left them at a near-tie")
+        record_property(
+            "greedy under concurrency",
+            f"{total} answers at once: {same} identical to the sequential ones, {near_ties} left them at a near-tie",
+        )
         assert not far, (
             f"{len(far)} of {total} greedy answers sent at once left the sequential answer where the model was sure "
             f"(batching can only flip a near-tie, within {NEAR_TIE} nats): {far[:3]}"

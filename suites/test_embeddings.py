@@ -20,24 +20,14 @@ import struct
 
 import pytest
 
+from pytest_vllm.expect import answered_ok
 from pytest_vllm.openapi import validate
 from pytest_vllm.outcomes import Unsupported
 
 TEXT = "The quick brown fox jumps over the lazy dog."
 TEXTS = ["Hello world", "A completely different sentence about trains.", "12345 67890"]
 CLOSE = 1e-3
-
-
-@pytest.fixture(scope="module")
-def server(vllm):
-    return vllm.server_with("embeddings")
-
-
-@pytest.fixture(scope="module")
-def http(vllm, server):
-    client = vllm.http(server)
-    yield client
-    client.close()
+CAPABILITY = "embeddings"
 
 
 @pytest.fixture(scope="module")
@@ -77,11 +67,11 @@ def _distance(a, b):
     """Relative L2 distance: |a - b| / |b| (inf if lengths differ)."""
     if len(a) != len(b):
         return math.inf
-    return _norm([x - y for x, y in zip(a, b)]) / (_norm(b) or 1.0)
+    return _norm([x - y for x, y in zip(a, b, strict=False)]) / (_norm(b) or 1.0)
 
 
 def _cosine(a, b):
-    return sum(x * y for x, y in zip(a, b)) / ((_norm(a) * _norm(b)) or 1.0)
+    return sum(x * y for x, y in zip(a, b, strict=False)) / ((_norm(a) * _norm(b)) or 1.0)
 
 
 def _decode(payload):
@@ -144,7 +134,7 @@ def test_list_input_keeps_order_and_index(embed):
 def test_token_ids_embed_like_the_text(vllm, server, embed, post):
     vllm.require(server, "tokenize")
     response = post("/tokenize", prompt=TEXT)
-    assert response.status_code == 200, f"/tokenize answered {response.status_code}: {response.text[:300]}"
+    answered_ok(response, "/tokenize")
     tokens = response.json()["tokens"]
     text = embed(TEXT)
     for form, input in {"token ids": tokens, "a list of token-id lists": [tokens, tokens]}.items():
@@ -164,7 +154,7 @@ def test_usage_counts_prompt_tokens(vllm, server, embed, post):
     counts = []
     for text in TEXTS:
         response = post("/tokenize", prompt=text)
-        assert response.status_code == 200, f"/tokenize answered {response.status_code}: {response.text[:300]}"
+        answered_ok(response, "/tokenize")
         counts.append(response.json()["count"])
     for input, expected in ((TEXTS[0], counts[0]), (TEXTS, sum(counts))):
         usage = embed(input)["usage"]
@@ -239,13 +229,13 @@ def test_use_activation_normalizes(vllm, server, embed, record_property):
 
 def test_pooling_matches_embeddings(embed, post):
     response = _pooling_route(post("/pooling", input=TEXTS[:2], task="embed"), "/pooling")
-    assert response.status_code == 200, f"/pooling task=embed answered {response.status_code}: {response.text[:300]}"
+    answered_ok(response, "/pooling task=embed")
     body = response.json()
     assert body["object"] == "list" and [item["index"] for item in body["data"]] == [0, 1], (
         f"/pooling answers a list with one item per input, index 0 and 1: {str(body)[:300]}"
     )
     assert all(item["object"] == "pooling" for item in body["data"]), f"items are 'pooling' objects: {str(body)[:300]}"
-    for item, expected in zip(body["data"], _vectors(embed(TEXTS[:2]))):
+    for item, expected in zip(body["data"], _vectors(embed(TEXTS[:2])), strict=False):
         assert _distance(item["data"], expected) <= CLOSE, (
             f"/pooling with task embed should give /v1/embeddings' vector: {item['data'][:4]} vs {expected[:4]}"
         )
@@ -253,7 +243,7 @@ def test_pooling_matches_embeddings(embed, post):
 
 def test_score_shape(post):
     response = _pooling_route(post("/score", text_1=TEXT, text_2=TEXTS), "/score")
-    assert response.status_code == 200, f"/score answered {response.status_code}: {response.text[:300]}"
+    answered_ok(response, "/score")
     body = response.json()
     data = body["data"]
     assert [item["index"] for item in data] == list(range(len(TEXTS))), (
@@ -267,14 +257,16 @@ def test_score_shape(post):
 
 def test_rerank_orders_and_limits(post):
     response = _pooling_route(post("/score", text_1=TEXT, text_2=TEXTS), "/score")
-    assert response.status_code == 200, f"/score answered {response.status_code}: {response.text[:300]}"
+    answered_ok(response, "/score")
     scores = [item["score"] for item in response.json()["data"]]
     response = _pooling_route(post("/rerank", query=TEXT, documents=TEXTS), "/rerank")
-    assert response.status_code == 200, f"/rerank answered {response.status_code}: {response.text[:300]}"
+    answered_ok(response, "/rerank")
     results = response.json()["results"]
     assert sorted(r["index"] for r in results) == list(range(len(TEXTS))), f"one result per document: {results}"
     relevance = [r["relevance_score"] for r in results]
-    assert relevance == sorted(relevance, reverse=True), f"results are sorted by relevance_score, best first: {relevance}"
+    assert relevance == sorted(relevance, reverse=True), (
+        f"results are sorted by relevance_score, best first: {relevance}"
+    )
     for r in results:
         assert r["document"]["text"] == TEXTS[r["index"]], f"result {r} should carry document {r['index']}'s text"
         assert abs(r["relevance_score"] - scores[r["index"]]) <= CLOSE, (
@@ -282,17 +274,20 @@ def test_rerank_orders_and_limits(post):
             f"pair ({scores[r['index']]}): {r}"
         )
     limited = post("/rerank", query=TEXT, documents=TEXTS, top_n=1)
-    assert limited.status_code == 200, f"/rerank top_n=1 answered {limited.status_code}: {limited.text[:300]}"
+    answered_ok(limited, "/rerank top_n=1")
     assert [r["index"] for r in limited.json()["results"]] == [results[0]["index"]], (
         f"top_n=1 keeps only the best document ({results[0]['index']}): {limited.json()['results']}"
     )
 
 
-@pytest.mark.parametrize("route, alias", [
-    pytest.param("/score", "/v1/score", id="v1-score"),
-    pytest.param("/rerank", "/v1/rerank", id="v1-rerank"),
-    pytest.param("/rerank", "/v2/rerank", id="v2-rerank"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("route", "alias"),
+    [
+        pytest.param("/score", "/v1/score", id="v1-score"),
+        pytest.param("/rerank", "/v1/rerank", id="v1-rerank"),
+        pytest.param("/rerank", "/v2/rerank", id="v2-rerank"),
+    ],
+)
 def test_versioned_pooling_routes_answer_as_their_base(post, route, alias):
     fields = {"text_1": TEXT, "text_2": TEXTS} if route == "/score" else {"query": TEXT, "documents": TEXTS}
     base = _pooling_route(post(route, **fields), route)
@@ -302,6 +297,6 @@ def test_versioned_pooling_routes_answer_as_their_base(post, route, alias):
     )
     key, value = ("data", "score") if route == "/score" else ("results", "relevance_score")
     scores = [{item["index"]: item[value] for item in body.json()[key]} for body in (base, versioned)]
-    assert scores[0].keys() == scores[1].keys() and all(
-        abs(scores[0][i] - scores[1][i]) <= CLOSE for i in scores[0]
-    ), f"{alias} is {route} under a versioned path, so it scores alike: {scores[1]} vs {scores[0]}"
+    assert scores[0].keys() == scores[1].keys() and all(abs(scores[0][i] - scores[1][i]) <= CLOSE for i in scores[0]), (
+        f"{alias} is {route} under a versioned path, so it scores alike: {scores[1]} vs {scores[0]}"
+    )

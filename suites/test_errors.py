@@ -18,7 +18,6 @@ import pytest
 
 from pytest_vllm.verdicts import fingerprint
 
-
 ROUTES = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
 MESSAGES = [{"role": "user", "content": "Hello"}]
 TOOL = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}
@@ -37,10 +36,18 @@ class Invalid:
     content_type: str = "application/json"
 
 
-def invalid(case_id: str, route: str, fields: dict | None = None, params: tuple[str, ...] = (), *,
-            needs: tuple[str, ...] = (), **kw):
+def invalid(
+    case_id: str,
+    route: str,
+    fields: dict | None = None,
+    params: tuple[str, ...] = (),
+    *,
+    needs: tuple[str, ...] = (),
+    **kw,
+):
     return pytest.param(
-        Invalid(route, fields or {}, params, **kw), id=f"{route}-{case_id}",
+        Invalid(route, fields or {}, params, **kw),
+        id=f"{route}-{case_id}",
         marks=pytest.mark.vllm_requires(route, *needs),
     )
 
@@ -79,36 +86,58 @@ CASES = [
     invalid("max_tokens-a-string", "chat", {"max_tokens": "four"}, ("max_tokens",)),
     invalid("messages-a-string", "chat", {"messages": "Hello"}, ("messages",)),
     # Found by test_fuzz: vLLM 0.32 answers a list here with a 500 ("'list' object has no attribute 'get'").
-    vllm_field("structured_outputs-a-list", "chat", {"structured_outputs": [1]}, ("structured_outputs",),
-               needs=("structured_outputs",)),
+    vllm_field(
+        "structured_outputs-a-list",
+        "chat",
+        {"structured_outputs": [1]},
+        ("structured_outputs",),
+        needs=("structured_outputs",),
+    ),
     invalid("messages-empty", "chat", {"messages": []}, ("messages",)),
     invalid("model-unknown", "chat", {"model": "pytest-vllm-no-such-model"}, ("model",), status=404),
-    invalid("prompt-over-max_model_len", "chat",
-         {"messages": [{"role": "user", "content": over_long_prompt}]}, ("messages",), needs=LIMITS),
-    invalid("max_tokens-over-max_model_len", "chat", {"max_tokens": over_max_model_len}, ("max_tokens",),
-            needs=LIMITS),
+    invalid(
+        "prompt-over-max_model_len",
+        "chat",
+        {"messages": [{"role": "user", "content": over_long_prompt}]},
+        ("messages",),
+        needs=LIMITS,
+    ),
+    invalid("max_tokens-over-max_model_len", "chat", {"max_tokens": over_max_model_len}, ("max_tokens",), needs=LIMITS),
     invalid("top_logprobs-without-logprobs", "chat", {"top_logprobs": 2}, ("top_logprobs", "logprobs")),
     invalid("top_logprobs-above-20", "chat", {"logprobs": True, "top_logprobs": 21}, ("top_logprobs",)),
     invalid("top_logprobs-negative", "chat", {"logprobs": True, "top_logprobs": -1}, ("top_logprobs",)),
-    invalid("stream_options-without-stream", "chat", {"stream_options": {"include_usage": True}},
-         ("stream_options", "stream")),
+    invalid(
+        "stream_options-without-stream",
+        "chat",
+        {"stream_options": {"include_usage": True}},
+        ("stream_options", "stream"),
+    ),
     invalid("stop-5-strings", "chat", {"stop": ["a", "b", "c", "d", "e"]}, ("stop",)),
     vllm_field("min_tokens-above-max_tokens", "chat", {"min_tokens": 8, "max_tokens": 4}, ("min_tokens", "max_tokens")),
     invalid("logit_bias-out-of-vocab", "chat", {"logit_bias": {"999999999": 5}}, ("logit_bias",)),
     invalid("response_format-unknown-type", "chat", {"response_format": {"type": "yaml"}}, ("response_format",)),
     invalid("tools-empty", "chat", {"tools": []}, ("tools",)),
     invalid("tool_choice-without-tools", "chat", {"tool_choice": "required"}, ("tool_choice", "tools")),
-    invalid("tool_choice-names-absent-tool", "chat",
-         {"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "absent"}}}, ("tool_choice",)),
+    invalid(
+        "tool_choice-names-absent-tool",
+        "chat",
+        {"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "absent"}}},
+        ("tool_choice",),
+    ),
     invalid("body-not-json", "chat", body=b'{"model": "m", "messages": ['),
     invalid("body-a-json-array", "chat", body=b"[1, 2]"),
-    invalid("content-type-text-plain", "chat", body=json.dumps({"messages": MESSAGES}).encode(),
-         content_type="text/plain"),
+    invalid(
+        "content-type-text-plain", "chat", body=json.dumps({"messages": MESSAGES}).encode(), content_type="text/plain"
+    ),
     invalid("model-unknown", "completions", {"model": "pytest-vllm-no-such-model"}, ("model",), status=404),
     invalid("prompt-over-max_model_len", "completions", {"prompt": over_long_prompt}, ("prompt",), needs=LIMITS),
     invalid("logprobs-far-above-max", "completions", {"logprobs": 10**6}, ("logprobs",)),
-    vllm_field("prompt_logprobs-with-stream", "completions", {"prompt_logprobs": 1, "stream": True},
-               ("prompt_logprobs", "stream")),
+    vllm_field(
+        "prompt_logprobs-with-stream",
+        "completions",
+        {"prompt_logprobs": 1, "stream": True},
+        ("prompt_logprobs", "stream"),
+    ),
 ]
 
 
@@ -205,7 +234,7 @@ def test_rejection_has_openai_error_envelope(vllm_http, vllm_server, limits, cas
 
 
 @pytest.mark.parametrize(
-    "method, path, status",
+    ("method", "path", "status"),
     [
         pytest.param(method, path, status, id=f"{method}-{path}", marks=pytest.mark.vllm_requires(*needs))
         for method, path, status, needs in [

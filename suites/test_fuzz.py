@@ -31,10 +31,20 @@ ROUTES = {
 SCHEMA_ROUTES = {
     "completions": (*ROUTES["completions"], ("openai", "CreateCompletionRequest"), "CompletionRequest", "max_tokens"),
     "chat": (*ROUTES["chat"], ("openai", "CreateChatCompletionRequest"), "ChatCompletionRequest", "max_tokens"),
-    "responses": ("/v1/responses", {"input": "Hello"}, ("openai", "CreateResponse"), "ResponsesRequest",
-                  "max_output_tokens"),
-    "messages": ("/v1/messages", {"messages": [{"role": "user", "content": "Hello"}]},
-                 ("anthropic", "CreateMessageParams"), "AnthropicMessagesRequest", "max_tokens"),
+    "responses": (
+        "/v1/responses",
+        {"input": "Hello"},
+        ("openai", "CreateResponse"),
+        "ResponsesRequest",
+        "max_output_tokens",
+    ),
+    "messages": (
+        "/v1/messages",
+        {"messages": [{"role": "user", "content": "Hello"}]},
+        ("anthropic", "CreateMessageParams"),
+        "AnthropicMessagesRequest",
+        "max_tokens",
+    ),
 }
 
 
@@ -145,8 +155,11 @@ def test_schema_shaped_bodies_are_served_or_refused(vllm, vllm_http, vllm_server
         schemas.append((own[vllm_name], own))
 
     @vllm_fuzz(**FUZZ)
-    @given(body=strategies.schema_shaped_bodies(base={"model": vllm_server.model, **base}, schemas=schemas,
-                                                budget=budget, max_tokens=MAX_TOKENS))
+    @given(
+        body=strategies.schema_shaped_bodies(
+            base={"model": vllm_server.model, **base}, schemas=schemas, budget=budget, max_tokens=MAX_TOKENS
+        )
+    )
     def answered(body):
         response = _post(vllm_http, path, body)
         _assert_no_server_error(vllm, vllm_server, response)

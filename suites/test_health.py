@@ -8,7 +8,9 @@ import pytest
 @pytest.mark.vllm_requires("health")
 def test_health_is_200_with_empty_body(vllm_http):
     response = vllm_http.get("/health")
-    assert response.status_code == 200, f"vLLM answers GET /health with 200 while the engine is alive, got {response.status_code}"
+    assert response.status_code == 200, (
+        f"vLLM answers GET /health with 200 while the engine is alive, got {response.status_code}"
+    )
     assert response.content == b"", f"/health body should be empty, got {response.text[:200]!r}"
 
 

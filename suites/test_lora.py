@@ -8,18 +8,18 @@ vLLM reports for it) under a new name, through either family of routes: vLLM's
 /v1/load_lora_adapter and /v1/unload_lora_adapter, and SageMaker's POST /adapters and
 DELETE /adapters/{name}. Errors: an unknown adapter, a bad path, a duplicate load and the
 unload of an unknown adapter are refused with a 4xx. Random sequences of loads, uses and
-unloads (Hypothesis, under --vllm-fuzz) keep every answer and /v1/models consistent with what
-is loaded at each step.
+unloads (`Lifecycle`, a Hypothesis state machine, under --vllm-fuzz) keep every answer and
+/v1/models consistent with what is loaded at each step.
 """
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import httpx
 import pytest
-from hypothesis import given
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
 from pytest_vllm.outcomes import Unsupported
 from pytest_vllm.verdicts import fingerprint
@@ -96,7 +96,11 @@ def _same_output(first, second):
     (_, text1, values1), (_, text2, values2) = first, second
     if text1 != text2:
         return False
-    return values1 is None or values2 is None or max(abs(x - y) for x, y in zip(values1, values2)) <= LOGPROB_DIFFERENCE
+    return (
+        values1 is None
+        or values2 is None
+        or max(abs(x - y) for x, y in zip(values1, values2, strict=False)) <= LOGPROB_DIFFERENCE
+    )
 
 
 @dataclass(frozen=True)
@@ -192,7 +196,8 @@ def test_runtime_load_and_unload(http, runtime, adapters, adapter_path, new_name
     source, root = adapter_path
     response = runtime.load(http, new_name, root)
     assert response.status_code == 200, (
-        f"loading adapter directory {root!r} as {new_name!r} should succeed: {response.status_code} {response.text[:300]}"
+        f"loading adapter directory {root!r} as {new_name!r} should succeed: "
+        f"{response.status_code} {response.text[:300]}"
     )
     listed = _models(http).get(new_name)
     parent = adapters[source]["parent"]
@@ -207,7 +212,9 @@ def test_runtime_load_and_unload(http, runtime, adapters, adapter_path, new_name
         f"outputs match: {loaded[1]!r}"
     )
     response = runtime.unload(http, new_name)
-    assert response.status_code == 200, f"unloading {new_name!r} should succeed: {response.status_code} {response.text[:300]}"
+    assert response.status_code == 200, (
+        f"unloading {new_name!r} should succeed: {response.status_code} {response.text[:300]}"
+    )
     assert new_name not in _models(http), f"an unloaded adapter is no longer listed in /v1/models: {new_name!r}"
     gone = send(new_name, max_tokens=1)
     assert gone.status_code == 404, (
@@ -243,48 +250,74 @@ def test_unload_of_an_unknown_adapter_is_4xx(http, runtime, new_name):
 
 
 LIFECYCLE_NAMES = 2
-STEPS = st.lists(st.tuples(st.sampled_from(["load", "use", "unload"]), st.integers(0, LIFECYCLE_NAMES - 1)),
-                 min_size=1, max_size=8)
+NAME = st.integers(0, LIFECYCLE_NAMES - 1)  # which of the run's fresh adapter names a step uses
+
+
+class Lifecycle(RuleBasedStateMachine):
+    """load -> 200 if the name is free, else 4xx; use -> 200 answered as it if loaded, else 404;
+    unload -> 200 if loaded, else 4xx; /v1/models lists exactly the loaded names after each step."""
+
+    def __init__(self, http, runtime, root, send):
+        super().__init__()
+        self.http, self.runtime, self.root, self.send = http, runtime, root, send
+        self.names = [f"{OWN_PREFIX}cycle-{uuid.uuid4().hex[:8]}-{i}" for i in range(LIFECYCLE_NAMES)]
+        self.loaded, self.done = set(), []
+
+    @rule(i=NAME)
+    def load(self, i):
+        name = self.names[i]
+        self._answered("load", i, self.runtime.load(self.http, name, self.root), ok=name not in self.loaded)
+        self.loaded.add(name)
+
+    @rule(i=NAME)
+    def use(self, i):
+        name = self.names[i]
+        response = self._answered("use", i, self.send(name, max_tokens=1), ok=name in self.loaded)
+        if name in self.loaded:
+            fingerprint("a loaded adapter's answer names another model")
+            assert response.json()["model"] == name, f"answered as {response.json()['model']!r}; steps {self.done}"
+
+    @rule(i=NAME)
+    def unload(self, i):
+        name = self.names[i]
+        self._answered("unload", i, self.runtime.unload(self.http, name), ok=name in self.loaded)
+        self.loaded.discard(name)
+
+    @precondition(lambda self: self.done)  # after each step (not before the first)
+    @invariant()
+    def lists_the_loaded(self):
+        listed = {id for id in _models(self.http) if id in self.names}
+        fingerprint("/v1/models does not list exactly the loaded adapters")
+        assert listed == self.loaded, (
+            f"/v1/models lists {sorted(listed)}, loaded are {sorted(self.loaded)}; steps {self.done}"
+        )
+
+    def teardown(self):
+        for name in self.loaded:
+            self.runtime.unload(self.http, name)
+
+    def _answered(self, op, i, response, ok):
+        """`response` to `op` on name `i`, which must be 200 if `ok`, else 404 (a use) or a 4xx."""
+        was = "a loaded" if self.names[i] in self.loaded else "an unloaded"
+        self.done.append(f"{op} {i} -> {response.status_code}")
+        expected = "200" if ok else ("404" if op == "use" else "a 4xx")
+        fingerprint(f"{op} of {was} adapter answered {response.status_code}, not {expected}")
+        good = (
+            response.status_code == 200
+            if ok
+            else (response.status_code == 404 if op == "use" else 400 <= response.status_code < 500)
+        )
+        assert good, f"{op} of {was} adapter should answer {expected}; steps {self.done}: {response.text[:300]}"
+        return response
 
 
 def test_random_lifecycles_keep_the_adapters_state(http, runtime, adapter_path, send, vllm_fuzz):
-    """load -> 200 if the name is free, else 4xx; use -> 200 answered as it if loaded, else 404;
-    unload -> 200 if loaded, else 4xx; /v1/models lists exactly the loaded names after each step."""
+    """Random runs of `Lifecycle` (up to 8 steps each) on two fresh names, under --vllm-fuzz."""
     _, root = adapter_path
 
-    @vllm_fuzz(max_examples=6, deadline=None)
-    @given(steps=STEPS)
-    def lifecycle(steps):
-        names = [f"{OWN_PREFIX}cycle-{uuid.uuid4().hex[:8]}-{i}" for i in range(LIFECYCLE_NAMES)]
-        loaded, done = set(), []
-        try:
-            for op, i in steps:
-                name = names[i]
-                was = "a loaded" if name in loaded else "an unloaded"
-                if op == "load":
-                    response, ok = runtime.load(http, name, root), name not in loaded
-                elif op == "unload":
-                    response, ok = runtime.unload(http, name), name in loaded
-                else:
-                    response, ok = send(name, max_tokens=1), name in loaded
-                done.append(f"{op} {i} -> {response.status_code}")
-                expected = "200" if ok else ("404" if op == "use" else "a 4xx")
-                fingerprint(f"{op} of {was} adapter answered {response.status_code}, not {expected}")
-                good = response.status_code == 200 if ok else (
-                    response.status_code == 404 if op == "use" else 400 <= response.status_code < 500)
-                assert good, (
-                    f"{op} of {was} adapter should answer {expected}; steps {done}: {response.text[:300]}"
-                )
-                if ok and op != "use":
-                    (loaded.add if op == "load" else loaded.discard)(name)
-                if ok and op == "use":
-                    fingerprint("a loaded adapter's answer names another model")
-                    assert response.json()["model"] == name, f"answered as {response.json()['model']!r}; steps {done}"
-                listed = {id for id in _models(http) if id in names}
-                fingerprint("/v1/models does not list exactly the loaded adapters")
-                assert listed == loaded, f"/v1/models lists {sorted(listed)}, loaded are {sorted(loaded)}; steps {done}"
-        finally:
-            for name in loaded:
-                runtime.unload(http, name)
+    @vllm_fuzz(max_examples=6, deadline=None, stateful_step_count=8)  # sets Run.TestCase.settings and the seed
+    class Run(Lifecycle):
+        def __init__(self):
+            super().__init__(http, runtime, root, send)
 
-    lifecycle()
+    run_state_machine_as_test(Run, settings=Run.TestCase.settings)

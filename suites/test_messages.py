@@ -18,6 +18,7 @@ import json
 import pytest
 
 from pytest_vllm.constraints import schema_violation
+from pytest_vllm.expect import answered_ok
 from pytest_vllm.openapi import validate, validate_event
 from pytest_vllm.sse import read_events
 
@@ -25,9 +26,17 @@ pytestmark = pytest.mark.vllm_requires("messages")
 
 TOKENS = 16
 MESSAGES = [{"role": "user", "content": "Name three colours."}]
-WEATHER = {"name": "get_weather", "description": "Get the weather in a city.", "strict": True,
-           "input_schema": {"type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]}},
-                            "required": ["city"], "additionalProperties": False}}  # fmt: skip
+WEATHER = {
+    "name": "get_weather",
+    "description": "Get the weather in a city.",
+    "strict": True,
+    "input_schema": {
+        "type": "object",
+        "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]}},
+        "required": ["city"],
+        "additionalProperties": False,
+    },
+}
 ASK_TOOL = [{"role": "user", "content": "What is the weather in Paris? Use the tools."}]
 TOOL_TOKENS = 64
 
@@ -39,7 +48,7 @@ def message(vllm_http, vllm_server):
     def send(**fields):
         body = {"model": vllm_server.model, "messages": MESSAGES, "max_tokens": TOKENS, "temperature": 0, **fields}
         response = vllm_http.post("/v1/messages", json=body)
-        assert response.status_code == 200, f"{fields} answered {response.status_code}: {response.text[:400]}"
+        answered_ok(response, f"{fields}", limit=400)
         return response.json()
 
     return send
@@ -55,7 +64,9 @@ def test_message_matches_anthropic_schema(message):
 
 def test_message_is_an_assistant_text_reply(message):
     body = message()
-    assert (body["type"], body["role"]) == ("message", "assistant"), f"an assistant message: {body['type']}, {body['role']}"
+    assert (body["type"], body["role"]) == ("message", "assistant"), (
+        f"an assistant message: {body['type']}, {body['role']}"
+    )
     assert text_of(body), f"the content holds text blocks: {body['content']}"
     assert body["stop_reason"] in ("end_turn", "max_tokens"), f"a plain reply ends its turn or at max_tokens: {body}"
     assert 0 < body["usage"]["output_tokens"] <= TOKENS and body["usage"]["input_tokens"] > 0, (
@@ -87,7 +98,7 @@ def test_system_prompt_reaches_the_model(message):
 
 def test_count_tokens_counts_the_message_input(vllm_http, vllm_server, message):
     response = vllm_http.post("/v1/messages/count_tokens", json={"model": vllm_server.model, "messages": MESSAGES})
-    assert response.status_code == 200, f"count_tokens answered {response.status_code}: {response.text[:300]}"
+    answered_ok(response, "count_tokens")
     counted, used = response.json()["input_tokens"], message(max_tokens=1)["usage"]["input_tokens"]
     assert counted == used, f"count_tokens counts what the message's usage.input_tokens counts: {counted} != {used}"
 
@@ -106,7 +117,7 @@ def test_stream_events_match_anthropic_schemas(vllm_http, vllm_server):
 
 def test_count_tokens_matches_anthropic_schema(vllm_http, vllm_server):
     response = vllm_http.post("/v1/messages/count_tokens", json={"model": vllm_server.model, "messages": MESSAGES})
-    assert response.status_code == 200, f"count_tokens answered {response.status_code}: {response.text[:300]}"
+    answered_ok(response, "count_tokens")
     validate(response.json(), "CountMessageTokensResponse", vendor="anthropic")
 
 
@@ -132,11 +143,14 @@ def test_stream_events_are_ordered_and_join_to_the_text(vllm_http, vllm_server, 
     )
 
 
-@pytest.mark.parametrize("fields", [
-    pytest.param({"max_tokens": None}, id="max_tokens-missing"),
-    pytest.param({"messages": []}, id="messages-empty"),
-    pytest.param({"messages": [{"role": "robot", "content": "Hi"}]}, id="role-unknown"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({"max_tokens": None}, id="max_tokens-missing"),
+        pytest.param({"messages": []}, id="messages-empty"),
+        pytest.param({"messages": [{"role": "robot", "content": "Hi"}]}, id="role-unknown"),
+    ],
+)
 def test_invalid_request_is_4xx_with_an_error(vllm_http, vllm_server, fields):
     body = {"model": vllm_server.model, "messages": MESSAGES, "max_tokens": 4, **fields}
     body = {key: value for key, value in body.items() if value is not None}
@@ -145,7 +159,9 @@ def test_invalid_request_is_4xx_with_an_error(vllm_http, vllm_server, fields):
         f"{fields} is an invalid request: a 4xx, got {response.status_code}: {response.text[:300]}"
     )
     error = response.json().get("error")
-    assert isinstance(error, dict) and error.get("message"), f"the 4xx carries an error with a message: {response.text[:300]}"
+    assert isinstance(error, dict) and error.get("message"), (
+        f"the 4xx carries an error with a message: {response.text[:300]}"
+    )
 
 
 @pytest.mark.vllm_requires("tools")
@@ -166,11 +182,19 @@ def test_tool_choice_any_calls_a_listed_tool(message):
 
 @pytest.mark.vllm_requires("tools")
 def test_tool_result_turn_is_answered(message):
-    turns = [*ASK_TOOL,
-             {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_weather_1", "name": WEATHER["name"],
-                                                "input": {"city": "Paris"}}]},
-             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_weather_1",
-                                           "content": "Sunny, 21 celsius."}]}]  # fmt: skip
+    turns = [
+        *ASK_TOOL,
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "tool_use", "id": "toolu_weather_1", "name": WEATHER["name"], "input": {"city": "Paris"}}
+            ],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "toolu_weather_1", "content": "Sunny, 21 celsius."}],
+        },
+    ]
     with_result = message(messages=turns, tools=[WEATHER], max_tokens=1)
     without = message(messages=ASK_TOOL, tools=[WEATHER], max_tokens=1)
     assert with_result["usage"]["input_tokens"] > without["usage"]["input_tokens"], (

@@ -36,7 +36,8 @@ def _families(http) -> dict:
 def _total(families: dict, name: str, **labels: str) -> float:
     """The sum of a counter's `_total` samples (all engines and models) matching `labels`."""
     return sum(
-        sample.value for sample in families[name].samples
+        sample.value
+        for sample in families[name].samples
         if sample.name == name + "_total" and labels.items() <= sample.labels.items()
     )
 
@@ -51,7 +52,7 @@ def test_metrics_parse_as_prometheus_text(vllm_http):
     assert any(name.startswith("vllm:") for name in names), f"no vllm: metric among {names[:20]}"
 
 
-@pytest.mark.parametrize("name, kind", FAMILIES.items(), ids=FAMILIES.keys())
+@pytest.mark.parametrize(("name", "kind"), FAMILIES.items(), ids=FAMILIES.keys())
 def test_vllm_metric_is_exposed(vllm_http, vllm_server, name, kind):
     families = _families(vllm_http)
     assert name in families, f"vLLM exposes {name}; /metrics has {sorted(n for n in families if n.startswith('vllm:'))}"
@@ -68,8 +69,13 @@ def test_counters_move_after_a_completion(vllm_http, vllm_server):
     before = _families(vllm_http)
     response = vllm_http.post(
         "/v1/completions",
-        json={"model": vllm_server.model, "prompt": "Hello, my name is", "max_tokens": 4,
-              "temperature": 0, "ignore_eos": True},
+        json={
+            "model": vllm_server.model,
+            "prompt": "Hello, my name is",
+            "max_tokens": 4,
+            "temperature": 0,
+            "ignore_eos": True,
+        },
     )
     assert response.status_code == 200, response.text[:300]
     body = response.json()

@@ -2,18 +2,20 @@
 `text.format` structured output, function tools, streaming events, stored responses, errors.
 
 A response is validated against OpenAI's own `Response` schema and each streamed event against
-its member of `ResponseStreamEvent`, once each (the other checks judge behaviour). A stream starts with `response.created`, ends with
-`response.completed`, numbers its events 0, 1, 2, ... and its text deltas join to the final
-text. Retrieving a stored response, and continuing one with `previous_response_id`, need the
-server to store responses (vLLM: VLLM_ENABLE_RESPONSES_API_STORE=1; the embedded default sets
-it); a server that answers `store` with a 404 on retrieval lacks `responses_store`. With
-`tool_choice: "required"` the output holds a `function_call` of a listed tool, its arguments
-valid against the tool's strict schema; its `function_call_output` turn is answered.
+its member of `ResponseStreamEvent`, once each (the other checks judge behaviour). A stream starts
+with `response.created`, ends with `response.completed`, numbers its events 0, 1, 2, ... and its
+text deltas join to the final text. Retrieving a stored response, and continuing one with
+`previous_response_id`, need the server to store responses (vLLM:
+VLLM_ENABLE_RESPONSES_API_STORE=1; the embedded default sets it); a server that answers `store`
+with a 404 on retrieval lacks `responses_store`. With `tool_choice: "required"` the output holds a
+`function_call` of a listed tool, its arguments valid against the tool's strict schema; its
+`function_call_output` turn is answered.
 """
 
 import pytest
 
 from pytest_vllm.constraints import schema_violation
+from pytest_vllm.expect import answered_ok
 from pytest_vllm.openapi import validate, validate_event
 from pytest_vllm.sse import read_events
 
@@ -21,11 +23,24 @@ pytestmark = pytest.mark.vllm_requires("responses")
 
 TOKENS = 16
 ASK = "Name three colours."
-ANSWER = {"type": "object", "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}},
-          "required": ["answer"], "additionalProperties": False}  # fmt: skip
-WEATHER = {"type": "function", "name": "get_weather", "description": "Get the weather in a city.", "strict": True,
-           "parameters": {"type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]}},
-                          "required": ["city"], "additionalProperties": False}}  # fmt: skip
+ANSWER = {
+    "type": "object",
+    "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}},
+    "required": ["answer"],
+    "additionalProperties": False,
+}
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Get the weather in a city.",
+    "strict": True,
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string", "enum": ["Paris", "Rome"]}},
+        "required": ["city"],
+        "additionalProperties": False,
+    },
+}
 ASK_TOOL = "What is the weather in Paris? Use the tools."
 TOOL_TOKENS = 64
 
@@ -37,7 +52,7 @@ def create(vllm_http, vllm_server):
     def send(**fields):
         body = {"model": vllm_server.model, "input": ASK, "max_output_tokens": TOKENS, "temperature": 0, **fields}
         response = vllm_http.post("/v1/responses", json=body)
-        assert response.status_code == 200, f"{fields} answered {response.status_code}: {response.text[:400]}"
+        answered_ok(response, f"{fields}", limit=400)
         return response.json()
 
     return send
@@ -46,8 +61,11 @@ def create(vllm_http, vllm_server):
 def output_text(body):
     """The text of the response's output messages, joined (what the SDK's `output_text` gives)."""
     return "".join(
-        part.get("text", "") for item in body["output"] if item.get("type") == "message"
-        for part in item.get("content", []) if part.get("type") == "output_text"
+        part.get("text", "")
+        for item in body["output"]
+        if item.get("type") == "message"
+        for part in item.get("content", [])
+        if part.get("type") == "output_text"
     )
 
 
@@ -63,16 +81,19 @@ def test_create_answers_with_a_completed_message(create):
     )
     assert output_text(body), f"the output holds an assistant message with output_text: {body['output']}"
     usage = body["usage"]
-    assert 0 < usage["output_tokens"] <= TOKENS and usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"], (
-        f"usage counts at most max_output_tokens={TOKENS} output tokens, total = input + output: {usage}"
-    )
+    assert (
+        0 < usage["output_tokens"] <= TOKENS and usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
+    ), f"usage counts at most max_output_tokens={TOKENS} output tokens, total = input + output: {usage}"
     if body["status"] == "incomplete":
         assert body["incomplete_details"]["reason"] == "max_output_tokens", body["incomplete_details"]
 
 
 def test_instructions_and_earlier_turns_reach_the_model(create):
-    turns = [{"role": "user", "content": "Say hello."}, {"role": "assistant", "content": "Hello."},
-             {"role": "user", "content": ASK}]
+    turns = [
+        {"role": "user", "content": "Say hello."},
+        {"role": "assistant", "content": "Hello."},
+        {"role": "user", "content": ASK},
+    ]
     counts = {
         "input": create(max_output_tokens=1)["usage"]["input_tokens"],
         "instructions": create(max_output_tokens=1, instructions="You answer briefly.")["usage"]["input_tokens"],
@@ -85,8 +106,9 @@ def test_instructions_and_earlier_turns_reach_the_model(create):
 
 def test_text_format_json_schema_is_enforced(create):
     fmt = {"format": {"type": "json_schema", "name": "answer", "schema": ANSWER, "strict": True}}
-    body = create(input='Reply with the JSON object {"answer": "yes"} or {"answer": "no"}.', max_output_tokens=64,
-                  text=fmt)
+    body = create(
+        input='Reply with the JSON object {"answer": "yes"} or {"answer": "no"}.', max_output_tokens=64, text=fmt
+    )
     text = output_text(body)
     why = schema_violation(ANSWER)(text)
     assert body["status"] == "completed" and why is None, (
@@ -95,7 +117,14 @@ def test_text_format_json_schema_is_enforced(create):
 
 
 def _events(vllm_http, server, **fields):
-    body = {"model": server.model, "input": ASK, "max_output_tokens": TOKENS, "temperature": 0, "stream": True, **fields}
+    body = {
+        "model": server.model,
+        "input": ASK,
+        "max_output_tokens": TOKENS,
+        "temperature": 0,
+        "stream": True,
+        **fields,
+    }
     with vllm_http.stream("POST", "/v1/responses", json=body) as response:
         return read_events(response)
 
@@ -126,7 +155,7 @@ def test_stream_events_are_ordered_and_join_to_the_text(vllm_http, vllm_server, 
 def test_stored_response_is_retrieved(vllm_http, create):
     body = create(store=True)
     again = vllm_http.get(f"/v1/responses/{body['id']}")
-    assert again.status_code == 200, f"GET /v1/responses/{body['id']} answered {again.status_code}: {again.text[:300]}"
+    answered_ok(again, f"GET /v1/responses/{body['id']}")
     assert (again.json()["id"], output_text(again.json())) == (body["id"], output_text(body)), (
         f"the stored response comes back as it was created: {again.text[:300]}"
     )
@@ -145,18 +174,24 @@ def test_previous_response_id_continues_the_conversation(create):
 
 # No case expects an upstream 404 (say an unknown previous_response_id): through a gateway such as
 # LiteLLM's, a 404 from the server behind it puts that server into a cooldown that other checks would see.
-@pytest.mark.parametrize("fields, status", [
-    pytest.param({"max_output_tokens": -1}, (400,), id="max_output_tokens-negative"),
-    pytest.param({"input": 42}, (400,), id="input-a-number"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("fields", "status"),
+    [
+        pytest.param({"max_output_tokens": -1}, (400,), id="max_output_tokens-negative"),
+        pytest.param({"input": 42}, (400,), id="input-a-number"),
+    ],
+)
 def test_invalid_request_is_4xx_with_an_error_object(vllm_http, vllm_server, fields, status):
     body = {"model": vllm_server.model, "input": ASK, "max_output_tokens": 4, **fields}
     response = vllm_http.post("/v1/responses", json=body)
     assert response.status_code in status, (
-        f"{fields} is an invalid request: {' or '.join(map(str, status))}, got {response.status_code}: {response.text[:300]}"
+        f"{fields} is an invalid request: {' or '.join(map(str, status))}, "
+        f"got {response.status_code}: {response.text[:300]}"
     )
     error = response.json().get("error")
-    assert isinstance(error, dict) and error.get("message"), f"an OpenAI error object with a message: {response.text[:300]}"
+    assert isinstance(error, dict) and error.get("message"), (
+        f"an OpenAI error object with a message: {response.text[:300]}"
+    )
 
 
 @pytest.mark.vllm_requires("responses_store")
@@ -184,15 +219,23 @@ def test_required_tool_choice_calls_a_listed_function(create):
             f"a function_call names a listed tool and carries a call_id: {call}"
         )
         problem = schema_violation(WEATHER["parameters"])(call["arguments"])
-        assert problem is None, f"the call's arguments follow the strict tool's schema: {problem} ({call['arguments']!r})"
+        assert problem is None, (
+            f"the call's arguments follow the strict tool's schema: {problem} ({call['arguments']!r})"
+        )
 
 
 @pytest.mark.vllm_requires("tools")
 def test_function_call_output_turn_is_answered(create):
-    turns = [{"role": "user", "content": ASK_TOOL},
-             {"type": "function_call", "call_id": "call_weather_1", "name": WEATHER["name"],
-              "arguments": '{"city": "Paris"}'},
-             {"type": "function_call_output", "call_id": "call_weather_1", "output": "Sunny, 21 celsius."}]  # fmt: skip
+    turns = [
+        {"role": "user", "content": ASK_TOOL},
+        {
+            "type": "function_call",
+            "call_id": "call_weather_1",
+            "name": WEATHER["name"],
+            "arguments": '{"city": "Paris"}',
+        },
+        {"type": "function_call_output", "call_id": "call_weather_1", "output": "Sunny, 21 celsius."},
+    ]
     with_result = create(input=turns, tools=[WEATHER], max_output_tokens=1)
     without = create(input=turns[:1], tools=[WEATHER], max_output_tokens=1)
     assert with_result["usage"]["input_tokens"] > without["usage"]["input_tokens"], (

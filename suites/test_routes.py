@@ -9,6 +9,8 @@ together may round differently (vLLM is not batch-invariant by default).
 
 import pytest
 
+from pytest_vllm.expect import answered_ok
+
 CONVERSATIONS = [
     [{"role": "user", "content": "Name three colours."}],
     [{"role": "system", "content": "You answer briefly."}, {"role": "user", "content": "Say hello."}],
@@ -19,7 +21,7 @@ CONVERSATIONS = [
 def test_chat_batch_answers_each_conversation(vllm_http, vllm_server):
     body = {"model": vllm_server.model, "messages": CONVERSATIONS, "max_tokens": 4, "temperature": 0}
     response = vllm_http.post("/v1/chat/completions/batch", json=body)
-    assert response.status_code == 200, f"the batch answered {response.status_code}: {response.text[:300]}"
+    answered_ok(response, "the batch")
     batch = response.json()
     indices = [choice["index"] for choice in batch["choices"]]
     assert indices == list(range(len(CONVERSATIONS))), f"one choice per conversation, indexed in order: {indices}"
@@ -35,16 +37,29 @@ def test_chat_batch_answers_each_conversation(vllm_http, vllm_server):
 
 
 @pytest.mark.vllm_requires("invocations")
-@pytest.mark.parametrize("route, fields, kind", [
-    pytest.param("chat", {"messages": CONVERSATIONS[0]}, "chat.completion", id="chat-body",
-                 marks=pytest.mark.vllm_requires("chat")),
-    pytest.param("completions", {"prompt": "Once upon a time"}, "text_completion", id="prompt-body",
-                 marks=pytest.mark.vllm_requires("completions")),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("route", "fields", "kind"),
+    [
+        pytest.param(
+            "chat",
+            {"messages": CONVERSATIONS[0]},
+            "chat.completion",
+            id="chat-body",
+            marks=pytest.mark.vllm_requires("chat"),
+        ),
+        pytest.param(
+            "completions",
+            {"prompt": "Once upon a time"},
+            "text_completion",
+            id="prompt-body",
+            marks=pytest.mark.vllm_requires("completions"),
+        ),
+    ],
+)
 def test_invocations_routes_by_the_body(vllm_http, vllm_server, route, fields, kind):
     body = {"model": vllm_server.model, "max_tokens": 4, "temperature": 0, **fields}
     response = vllm_http.post("/invocations", json=body)
-    assert response.status_code == 200, f"/invocations answered {response.status_code}: {response.text[:300]}"
+    answered_ok(response, "/invocations")
     assert response.json()["object"] == kind, (
         f"/invocations answers a {route} body as /v1/{'chat/' if route == 'chat' else ''}completions does "
         f"(object {kind!r}): {response.text[:300]}"

@@ -20,6 +20,7 @@ import math
 
 import pytest
 
+from pytest_vllm.expect import answered_ok
 from pytest_vllm.sse import read_stream
 
 pytestmark = pytest.mark.vllm_requires("completions")
@@ -38,7 +39,7 @@ def complete(vllm_http, vllm_server):
     def send(**fields):
         body = {"model": vllm_server.model, "prompt": PROMPT, "max_tokens": TOKENS, "temperature": 0, **fields}
         response = vllm_http.post("/v1/completions", json=body)
-        assert response.status_code == 200, f"{fields} answered {response.status_code}: {response.text[:300]}"
+        answered_ok(response, f"{fields}")
         return response.json()
 
     return send
@@ -51,7 +52,7 @@ def chat(vllm_http, vllm_server):
     def send(messages, **fields):
         body = {"model": vllm_server.model, "messages": messages, "max_tokens": TOKENS, "temperature": 0, **fields}
         response = vllm_http.post("/v1/chat/completions", json=body)
-        assert response.status_code == 200, f"{fields} answered {response.status_code}: {response.text[:300]}"
+        answered_ok(response, f"{fields}")
         return response.json()
 
     return send
@@ -84,11 +85,14 @@ def test_n_sampled_choices_differ(complete):
     )
 
 
-@pytest.mark.parametrize("field", [
-    pytest.param({"top_k": 1}, id="top_k=1", marks=pytest.mark.vllm_requires("vllm_sampling")),
-    pytest.param({"top_p": 1e-9}, id="top_p=1e-9"),
-    pytest.param({"min_p": 1.0}, id="min_p=1", marks=pytest.mark.vllm_requires("vllm_sampling")),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "field",
+    [
+        pytest.param({"top_k": 1}, id="top_k=1", marks=pytest.mark.vllm_requires("vllm_sampling")),
+        pytest.param({"top_p": 1e-9}, id="top_p=1e-9"),
+        pytest.param({"min_p": 1.0}, id="min_p=1", marks=pytest.mark.vllm_requires("vllm_sampling")),
+    ],
+)
 def test_keeping_only_the_likeliest_token_is_greedy(complete, field):
     greedy = text(complete())
     sampled = [text(complete(temperature=1.0, seed=seed, **field)) for seed in SEEDS[:2]]
@@ -138,11 +142,19 @@ def test_penalties_lower_what_was_generated(vllm, vllm_server, complete, penalty
     highest: frequency x (times generated so far) + presence x (generated before at all)."""
     frequency, presence = PENALTIES[penalty]
     eos = {"ignore_eos": True} if vllm.has(vllm_server, "vllm_sampling") else {}
-    body = complete(max_tokens=PENALISED_TOKENS, logprobs=TOP_LOGPROBS, frequency_penalty=frequency,
-                    presence_penalty=presence, **eos)
+    body = complete(
+        max_tokens=PENALISED_TOKENS,
+        logprobs=TOP_LOGPROBS,
+        frequency_penalty=frequency,
+        presence_penalty=presence,
+        **eos,
+    )
     logprobs = body["choices"][0]["logprobs"]
     generated = collections.Counter()
-    for step, (token, own, top) in enumerate(zip(logprobs["tokens"], logprobs["token_logprobs"], logprobs["top_logprobs"])):
+    for step, (token, own, top) in enumerate(
+        zip(logprobs["tokens"], logprobs["token_logprobs"], logprobs["top_logprobs"], strict=False)
+    ):
+
         def penalised(candidate, raw):
             return raw - frequency * generated[candidate] - (presence if generated[candidate] else 0.0)
 
@@ -160,7 +172,8 @@ def test_truncate_prompt_tokens_shows_in_usage(complete):
     full = complete(max_tokens=1)["usage"]["prompt_tokens"]
     truncated = complete(max_tokens=1, truncate_prompt_tokens=2)["usage"]["prompt_tokens"]
     assert full > 2 and truncated == 2, (
-        f"truncate_prompt_tokens=2 keeps the prompt's last 2 tokens ({full} without it): usage.prompt_tokens {truncated}"
+        f"truncate_prompt_tokens=2 keeps the prompt's last 2 tokens ({full} without it): "
+        f"usage.prompt_tokens {truncated}"
     )
 
 
@@ -173,7 +186,9 @@ def test_prompt_logprobs_score_each_prompt_token(complete):
         f"prompt_logprobs gives one entry per prompt token ({count}), None for the first (nothing precedes it): "
         f"{str(scored)[:300]}"
     )
-    assert all(isinstance(entry, dict) and entry for entry in scored[1:]), f"each later entry maps tokens to logprobs: {scored[:3]}"
+    assert all(isinstance(entry, dict) and entry for entry in scored[1:]), (
+        f"each later entry maps tokens to logprobs: {scored[:3]}"
+    )
 
 
 def test_suffix_is_refused_or_changes_the_answer(vllm_http, vllm_server, complete):
@@ -181,7 +196,7 @@ def test_suffix_is_refused_or_changes_the_answer(vllm_http, vllm_server, complet
     response = vllm_http.post("/v1/completions", json=body)
     if 400 <= response.status_code < 500:
         return  # refused, not silently ignored
-    assert response.status_code == 200, f"suffix answered {response.status_code}: {response.text[:300]}"
+    answered_ok(response, "suffix")
     assert response.json()["choices"][0]["text"] != text(complete()), (
         "accepted but ignored: `suffix` was answered 200 with exactly the greedy text of the same request "
         "without it; a server should refuse a suffix (4xx) or insert before it"
@@ -193,19 +208,24 @@ def test_best_of_is_refused_or_gives_one_choice(vllm_http, vllm_server):
     response = vllm_http.post("/v1/completions", json=body)
     if 400 <= response.status_code < 500:
         return
-    assert response.status_code == 200, f"best_of answered {response.status_code}: {response.text[:300]}"
-    assert len(response.json()["choices"]) == 1, f"best_of=2 with n=1 returns the best one choice: {response.text[:300]}"
+    answered_ok(response, "best_of")
+    assert len(response.json()["choices"]) == 1, (
+        f"best_of=2 with n=1 returns the best one choice: {response.text[:300]}"
+    )
 
 
 @pytest.mark.vllm_requires("chat", "tokenize")
-@pytest.mark.parametrize("flags", [
-    pytest.param({"add_generation_prompt": False}, id="add_generation_prompt=false"),
-    pytest.param({"add_generation_prompt": False, "continue_final_message": True}, id="continue_final_message"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "flags",
+    [
+        pytest.param({"add_generation_prompt": False}, id="add_generation_prompt=false"),
+        pytest.param({"add_generation_prompt": False, "continue_final_message": True}, id="continue_final_message"),
+    ],
+)
 def test_template_flags_shape_the_prompt_as_tokenize_renders_it(vllm_http, vllm_server, chat, flags):
     messages = PARTIAL if flags.get("continue_final_message") else MESSAGES
     rendered = vllm_http.post("/tokenize", json={"model": vllm_server.model, "messages": messages, **flags})
-    assert rendered.status_code == 200, f"/tokenize {flags} answered {rendered.status_code}: {rendered.text[:300]}"
+    answered_ok(rendered, f"/tokenize {flags}")
     tokens = rendered.json()["tokens"]
     default = vllm_http.post("/tokenize", json={"model": vllm_server.model, "messages": MESSAGES}).json()["count"]
     reply = chat(messages, **flags)
@@ -216,8 +236,9 @@ def test_template_flags_shape_the_prompt_as_tokenize_renders_it(vllm_http, vllm_
     assert len(tokens) != default or flags.get("continue_final_message"), (
         f"add_generation_prompt=false leaves out the assistant header: {len(tokens)} tokens, as many as with it"
     )
-    by_tokens = vllm_http.post("/v1/completions", json={"model": vllm_server.model, "prompt": tokens,
-                                                        "max_tokens": TOKENS, "temperature": 0})
+    by_tokens = vllm_http.post(
+        "/v1/completions", json={"model": vllm_server.model, "prompt": tokens, "max_tokens": TOKENS, "temperature": 0}
+    )
     assert by_tokens.status_code == 200, by_tokens.text[:300]
     assert reply["choices"][0]["message"]["content"] == by_tokens.json()["choices"][0]["text"], (
         f"{flags}: the chat answer continues exactly that prompt (greedy, as /v1/completions on its token ids): "
@@ -259,8 +280,15 @@ STREAM_INTERVAL = 4
 
 @pytest.mark.vllm_requires("vllm_sampling")
 def test_stream_interval_puts_that_many_tokens_in_a_chunk(vllm_http, vllm_server, complete):
-    body = {"model": vllm_server.model, "prompt": PROMPT, "max_tokens": TOKENS, "temperature": 0, "ignore_eos": True,
-            "stream": True, "stream_interval": STREAM_INTERVAL}
+    body = {
+        "model": vllm_server.model,
+        "prompt": PROMPT,
+        "max_tokens": TOKENS,
+        "temperature": 0,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_interval": STREAM_INTERVAL,
+    }
     with vllm_http.stream("POST", "/v1/completions", json=body) as response:
         chunks = read_stream(response)
     pieces = [c["choices"][0]["text"] for c in chunks if c.get("choices") and c["choices"][0].get("text")]
@@ -283,13 +311,20 @@ def test_request_chat_template_is_refused_or_applied(vllm_http, vllm_server):
     """A request's own `chat_template` (vLLM refuses one unless --trust-request-chat-template) is
     applied or refused, never ignored: here it renders the bare message text."""
     content = MESSAGES[0]["content"]
-    body = {"model": vllm_server.model, "messages": MESSAGES, "max_tokens": 1, "temperature": 0,
-            "chat_template": "{% for message in messages %}{{ message['content'] }}{% endfor %}"}
+    body = {
+        "model": vllm_server.model,
+        "messages": MESSAGES,
+        "max_tokens": 1,
+        "temperature": 0,
+        "chat_template": "{% for message in messages %}{{ message['content'] }}{% endfor %}",
+    }
     response = vllm_http.post("/v1/chat/completions", json=body)
     if 400 <= response.status_code < 500:
         return
-    assert response.status_code == 200, f"chat_template answered {response.status_code}: {response.text[:300]}"
-    bare = vllm_http.post("/tokenize", json={"model": vllm_server.model, "prompt": content, "add_special_tokens": False})
+    answered_ok(response, "chat_template")
+    bare = vllm_http.post(
+        "/tokenize", json={"model": vllm_server.model, "prompt": content, "add_special_tokens": False}
+    )
     assert response.json()["usage"]["prompt_tokens"] == bare.json()["count"], (
         f"accepted but not applied: a chat_template rendering only the message text makes the prompt "
         f"{content!r} ({bare.json()['count']} tokens); usage {response.json()['usage']}"

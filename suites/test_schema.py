@@ -8,6 +8,7 @@ pointer, so the behaviour suites can report behaviour. vLLM's extra fields are a
 
 import pytest
 
+from pytest_vllm.expect import answered_ok
 from pytest_vllm.openapi import mismatch, problems, validate
 from pytest_vllm.sse import read_stream
 
@@ -18,39 +19,101 @@ COMMON = {"max_tokens": 5, "temperature": 0}
 
 def case(id, capability, path, body, schema, stream=False):
     return pytest.param(
-        path, {**COMMON, **body, "stream": stream}, schema, stream,
-        id=id, marks=pytest.mark.vllm_requires(*capability.split("+")),
+        path,
+        {**COMMON, **body, "stream": stream},
+        schema,
+        stream,
+        id=id,
+        marks=pytest.mark.vllm_requires(*capability.split("+")),
     )
 
 
 CASES = [
     case("completion", "completions", "/v1/completions", {"prompt": PROMPT}, "CreateCompletionResponse"),
-    case("completion-logprobs", "completions+logprobs", "/v1/completions",
-         {"prompt": PROMPT, "logprobs": 2}, "CreateCompletionResponse"),
-    case("completion-echo", "completions", "/v1/completions", {"prompt": PROMPT, "echo": True},
-         "CreateCompletionResponse"),
-    case("completion-two-prompts", "completions", "/v1/completions", {"prompt": [PROMPT, "Once upon"]},
-         "CreateCompletionResponse"),
-    case("completion-n2", "completions", "/v1/completions",
-         {"prompt": PROMPT, "n": 2, "temperature": 1, "seed": 3}, "CreateCompletionResponse"),
+    case(
+        "completion-logprobs",
+        "completions+logprobs",
+        "/v1/completions",
+        {"prompt": PROMPT, "logprobs": 2},
+        "CreateCompletionResponse",
+    ),
+    case(
+        "completion-echo",
+        "completions",
+        "/v1/completions",
+        {"prompt": PROMPT, "echo": True},
+        "CreateCompletionResponse",
+    ),
+    case(
+        "completion-two-prompts",
+        "completions",
+        "/v1/completions",
+        {"prompt": [PROMPT, "Once upon"]},
+        "CreateCompletionResponse",
+    ),
+    case(
+        "completion-n2",
+        "completions",
+        "/v1/completions",
+        {"prompt": PROMPT, "n": 2, "temperature": 1, "seed": 3},
+        "CreateCompletionResponse",
+    ),
     case("chat", "chat", "/v1/chat/completions", {"messages": MESSAGES}, "CreateChatCompletionResponse"),
-    case("chat-logprobs", "chat+logprobs", "/v1/chat/completions",
-         {"messages": MESSAGES, "logprobs": True, "top_logprobs": 2}, "CreateChatCompletionResponse"),
-    case("chat-n2", "chat", "/v1/chat/completions",
-         {"messages": MESSAGES, "n": 2, "temperature": 1, "seed": 3}, "CreateChatCompletionResponse"),
+    case(
+        "chat-logprobs",
+        "chat+logprobs",
+        "/v1/chat/completions",
+        {"messages": MESSAGES, "logprobs": True, "top_logprobs": 2},
+        "CreateChatCompletionResponse",
+    ),
+    case(
+        "chat-n2",
+        "chat",
+        "/v1/chat/completions",
+        {"messages": MESSAGES, "n": 2, "temperature": 1, "seed": 3},
+        "CreateChatCompletionResponse",
+    ),
     # OpenAI: streamed completions are CreateCompletionResponse objects, chat chunks their own schema.
-    case("completion-stream", "completions", "/v1/completions", {"prompt": PROMPT},
-         "CreateCompletionResponse", stream=True),
-    case("completion-stream-usage", "completions", "/v1/completions",
-         {"prompt": PROMPT, "stream_options": {"include_usage": True}}, "CreateCompletionResponse", stream=True),
-    case("chat-stream", "chat", "/v1/chat/completions", {"messages": MESSAGES},
-         "CreateChatCompletionStreamResponse", stream=True),
-    case("chat-stream-logprobs", "chat+logprobs", "/v1/chat/completions",
-         {"messages": MESSAGES, "logprobs": True, "top_logprobs": 2}, "CreateChatCompletionStreamResponse",
-         stream=True),
-    case("chat-stream-usage", "chat", "/v1/chat/completions",
-         {"messages": MESSAGES, "stream_options": {"include_usage": True}},
-         "CreateChatCompletionStreamResponse", stream=True),
+    case(
+        "completion-stream",
+        "completions",
+        "/v1/completions",
+        {"prompt": PROMPT},
+        "CreateCompletionResponse",
+        stream=True,
+    ),
+    case(
+        "completion-stream-usage",
+        "completions",
+        "/v1/completions",
+        {"prompt": PROMPT, "stream_options": {"include_usage": True}},
+        "CreateCompletionResponse",
+        stream=True,
+    ),
+    case(
+        "chat-stream",
+        "chat",
+        "/v1/chat/completions",
+        {"messages": MESSAGES},
+        "CreateChatCompletionStreamResponse",
+        stream=True,
+    ),
+    case(
+        "chat-stream-logprobs",
+        "chat+logprobs",
+        "/v1/chat/completions",
+        {"messages": MESSAGES, "logprobs": True, "top_logprobs": 2},
+        "CreateChatCompletionStreamResponse",
+        stream=True,
+    ),
+    case(
+        "chat-stream-usage",
+        "chat",
+        "/v1/chat/completions",
+        {"messages": MESSAGES, "stream_options": {"include_usage": True}},
+        "CreateChatCompletionStreamResponse",
+        stream=True,
+    ),
 ]
 
 
@@ -65,7 +128,7 @@ def test_response_matches_openai_schema(vllm_http, vllm_server, path, body, sche
             raise mismatch(schema, found, what=f"a streamed chunk (of {len(chunks)})")
     else:
         response = vllm_http.post(path, json=body)
-        assert response.status_code == 200, f"{path} answered {response.status_code}: {response.text[:500]}"
+        answered_ok(response, path, limit=500)
         validate(response.json(), schema)
 
 

@@ -12,6 +12,7 @@ import math
 
 import pytest
 
+from pytest_vllm.expect import answered_ok
 from pytest_vllm.sse import choice_chunks, join_choices, read_stream
 
 TOKENS = 6
@@ -39,12 +40,7 @@ def endpoint(request):
 
 
 @pytest.fixture
-def ignore_eos(vllm, vllm_server):
-    return vllm.has(vllm_server, "vllm_sampling")
-
-
-@pytest.fixture
-def generate(vllm_http, vllm_server, endpoint, ignore_eos):
+def generate(vllm_http, vllm_server, endpoint, eos_fields):
     """`generate(stream=..., **params)`: the chunks of a stream (framing checked) or the JSON body."""
 
     def send(stream, **params):
@@ -53,7 +49,7 @@ def generate(vllm_http, vllm_server, endpoint, ignore_eos):
             **endpoint["input"],
             "max_tokens": TOKENS,
             "temperature": 0,
-            **({"ignore_eos": True} if ignore_eos else {}),
+            **eos_fields,
             **params,
             "stream": stream,
         }
@@ -61,11 +57,10 @@ def generate(vllm_http, vllm_server, endpoint, ignore_eos):
             with vllm_http.stream("POST", endpoint["path"], json=body) as response:
                 return read_stream(response)
         response = vllm_http.post(endpoint["path"], json=body)
-        assert response.status_code == 200, f"answered {response.status_code}: {response.text[:500]}"
+        answered_ok(response, limit=500)
         return response.json()
 
     return send
-
 
 
 def test_chunks_share_id_created_and_object(generate, endpoint, vllm_server):
@@ -186,7 +181,11 @@ def _logprob_steps(logprobs):
     return [
         (token, value, sorted(top.items()), offset)
         for token, value, top, offset in zip(
-            logprobs["tokens"], logprobs["token_logprobs"], logprobs["top_logprobs"], logprobs["text_offset"]
+            logprobs["tokens"],
+            logprobs["token_logprobs"],
+            logprobs["top_logprobs"],
+            logprobs["text_offset"],
+            strict=False,
         )
     ]
 
@@ -195,8 +194,8 @@ def _same_steps(streamed, whole):
     """Equal tokens and offsets; logprobs equal up to float noise from batching (1e-4)."""
     if len(streamed) != len(whole):
         return False
-    for a, b in zip(streamed, whole):
-        numbers = [(a[1], b[1]), *((x[1], y[1]) for x, y in zip(a[2], b[2]))]
+    for a, b in zip(streamed, whole, strict=False):
+        numbers = [(a[1], b[1]), *((x[1], y[1]) for x, y in zip(a[2], b[2], strict=False))]
         if a[0] != b[0] or a[3:] != b[3:] or [x[0] for x in a[2]] != [y[0] for y in b[2]]:
             return False
         if not all(math.isclose(x, y, rel_tol=1e-4, abs_tol=1e-4) for x, y in numbers):

@@ -17,13 +17,18 @@ is not vLLM may enforce the first and not know the second.
 import pytest
 
 from pytest_vllm.constraints import CONSTRAINTS, FOREIGN_CHARACTERS, REMOVED_FIELDS, schema_violation
+from pytest_vllm.expect import answered_ok
 from pytest_vllm.sse import join_choices, read_stream
 
 TOKENS = 96
 PROBE_TOKENS = 24
 ROUTES = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
-COMPACT = {"type": "object", "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}},
-           "required": ["answer"], "additionalProperties": False}  # fmt: skip
+COMPACT = {
+    "type": "object",
+    "properties": {"answer": {"type": "string", "enum": ["yes", "no"]}},
+    "required": ["answer"],
+    "additionalProperties": False,
+}
 
 
 def ask_for(endpoint, words):
@@ -44,7 +49,7 @@ def generate(vllm_http, vllm_server):
                 [choice] = join_choices(read_stream(response)).values()
         else:
             response = vllm_http.post(ROUTES[endpoint], json=body)
-            assert response.status_code == 200, f"answered {response.status_code}: {response.text[:500]}"
+            answered_ok(response, limit=500)
             [choice] = response.json()["choices"]
         text = choice["message"]["content"] if endpoint == "chat" else choice["text"]
         return text or "", choice["finish_reason"]
@@ -69,30 +74,34 @@ def single_token(vllm_http, model, candidates):
     """The first candidate text that is exactly one token (no special tokens): (token id, text)."""
     for text in candidates:
         response = vllm_http.post("/tokenize", json={"model": model, "prompt": text, "add_special_tokens": False})
-        assert response.status_code == 200, f"/tokenize answered {response.status_code}: {response.text[:300]}"
+        answered_ok(response, "/tokenize")
         if len(response.json()["tokens"]) == 1:
             return response.json()["tokens"][0], text
     pytest.fail(f"none of {candidates!r} is a single token of this tokenizer, so the probe has no token to bias")
 
 
 CASES = [
-    pytest.param(name, endpoint, stream, id=f"{name}-{endpoint}{'-stream' if stream else ''}",
-                 marks=pytest.mark.vllm_requires(endpoint, capability(name)))
+    pytest.param(
+        name,
+        endpoint,
+        stream,
+        id=f"{name}-{endpoint}{'-stream' if stream else ''}",
+        marks=pytest.mark.vllm_requires(endpoint, capability(name)),
+    )
     for name, constraint in CONSTRAINTS.items()
     for endpoint in constraint.endpoints
     for stream in (False, True)
-]  # fmt: skip
+]
 
 
-@pytest.mark.parametrize("name, endpoint, stream", CASES)
+@pytest.mark.parametrize(("name", "endpoint", "stream"), CASES)
 def test_output_meets_its_constraint(generate, name, endpoint, stream):
     constraint = CONSTRAINTS[name]
     text, finish_reason = generate(endpoint, {**ask_for(endpoint, constraint.describe), **constraint.fields}, stream)
     assert_finished(name, text, finish_reason, TOKENS)
     why = constraint.violation(text)
     assert why is None, (
-        f"{name} ({constraint.fields}) constrains the {'joined streamed ' if stream else ''}output, "
-        f"but {text!r} {why}"
+        f"{name} ({constraint.fields}) constrains the {'joined streamed ' if stream else ''}output, but {text!r} {why}"
     )
 
 
@@ -107,16 +116,20 @@ INVALID = {
     "choice-empty": {"structured_outputs": {"choice": []}},
     "two-structured_outputs": {"structured_outputs": {"regex": "[a-z]+", "choice": ["a", "b"]}},
     "response_format-and-structured_outputs": {
-        "response_format": {"type": "json_object"}, "structured_outputs": {"choice": ["a", "b"]}
+        "response_format": {"type": "json_object"},
+        "structured_outputs": {"choice": ["a", "b"]},
     },
 }
 
 
 @pytest.mark.parametrize("endpoint", [pytest.param(e, marks=pytest.mark.vllm_requires(e)) for e in ROUTES])
-@pytest.mark.parametrize("case", [
-    pytest.param(case, marks=pytest.mark.vllm_requires(*{capability(field) for field in fields}))
-    for case, fields in INVALID.items()
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "case",
+    [
+        pytest.param(case, marks=pytest.mark.vllm_requires(*{capability(field) for field in fields}))
+        for case, fields in INVALID.items()
+    ],
+)
 def test_invalid_constraint_is_rejected(vllm_http, vllm_server, endpoint, case):
     body = {"model": vllm_server.model, **ask_for(endpoint, "anything"), "max_tokens": 4, **INVALID[case]}
     response = vllm_http.post(ROUTES[endpoint], json=body)
@@ -147,7 +160,7 @@ def test_removed_guided_field_is_rejected_or_enforced(generate, vllm_http, vllm_
     response = vllm_http.post(ROUTES[endpoint], json=body)
     if 400 <= response.status_code < 500:
         return  # rejected, not silently ignored
-    assert response.status_code == 200, f"{field} answered {response.status_code}: {response.text[:500]}"
+    answered_ok(response, field, limit=500)
     [choice] = response.json()["choices"]
     text = (choice["message"]["content"] if endpoint == "chat" else choice["text"]) or ""
     why = violation(text)

@@ -2,6 +2,8 @@
 
 import pytest
 
+from pytest_vllm.expect import answered_ok
+
 pytestmark = pytest.mark.vllm_requires("tokenize")
 
 TEXTS = {
@@ -14,13 +16,13 @@ MESSAGES = [{"role": "user", "content": "Hello, how are you?"}]
 
 def _tokenize(http, server, **fields) -> dict:
     response = http.post("/tokenize", json={"model": server.model, **fields})
-    assert response.status_code == 200, f"/tokenize {fields} answered {response.status_code}: {response.text[:300]}"
+    answered_ok(response, f"/tokenize {fields}")
     return response.json()
 
 
 def _detokenize(http, server, tokens: list[int]) -> str:
     response = http.post("/detokenize", json={"model": server.model, "tokens": tokens})
-    assert response.status_code == 200, f"/detokenize answered {response.status_code}: {response.text[:300]}"
+    answered_ok(response, "/detokenize")
     return response.json()["prompt"]
 
 
@@ -57,13 +59,13 @@ def test_add_special_tokens(vllm_http, vllm_server):
     default = _tokenize(vllm_http, vllm_server, prompt=text)
     assert default["tokens"] == special["tokens"], "add_special_tokens defaults to true for a prompt"
     inner, outer = plain["tokens"], special["tokens"]
-    starts = [i for i in range(len(outer) - len(inner) + 1) if outer[i:i + len(inner)] == inner]
+    starts = [i for i in range(len(outer) - len(inner) + 1) if outer[i : i + len(inner)] == inner]
     assert starts, (
         f"special tokens are only added around the text: the tokens without them ({inner}) "
         f"should appear in those with them ({outer})"
     )
     start = starts[0]
-    assert special["token_strs"][start:start + len(inner)] == plain["token_strs"], (
+    assert special["token_strs"][start : start + len(inner)] == plain["token_strs"], (
         f"the text's tokens have the same token_strs with or without special tokens: "
         f"{special['token_strs']} vs {plain['token_strs']}"
     )
@@ -88,7 +90,7 @@ def test_return_token_strs(vllm_http, vllm_server):
 @pytest.mark.vllm_requires("chat")
 def test_messages_count_grows_with_a_message(vllm_http, vllm_server):
     one = _tokenize(vllm_http, vllm_server, messages=MESSAGES)
-    more = MESSAGES + [{"role": "assistant", "content": "Fine."}, {"role": "user", "content": "Good."}]
+    more = [*MESSAGES, {"role": "assistant", "content": "Fine."}, {"role": "user", "content": "Good."}]
     two = _tokenize(vllm_http, vllm_server, messages=more)
     assert one["count"] == len(one["tokens"]) and two["count"] == len(two["tokens"])
     assert two["count"] > one["count"], (

@@ -15,6 +15,7 @@ import json
 import pytest
 
 from pytest_vllm.constraints import call_violations, tool_call_deltas
+from pytest_vllm.expect import answered_ok
 from pytest_vllm.sse import join_choices, read_stream
 
 pytestmark = pytest.mark.vllm_requires("chat", "tools")
@@ -24,17 +25,26 @@ CITY = {"type": "string", "enum": ["Paris", "Rome", "Tokyo"]}
 
 
 def function_tool(name, description, properties):
-    parameters = {"type": "object", "properties": properties, "required": list(properties),
-                  "additionalProperties": False}  # fmt: skip
-    return {"type": "function", "function": {"name": name, "description": description,
-                                             "parameters": parameters, "strict": True}}  # fmt: skip
+    parameters = {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+    return {
+        "type": "function",
+        "function": {"name": name, "description": description, "parameters": parameters, "strict": True},
+    }
 
 
 TOOLS = [
-    function_tool("get_weather", "Get the weather in a city.",
-                  {"city": CITY, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}),
+    function_tool(
+        "get_weather",
+        "Get the weather in a city.",
+        {"city": CITY, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+    ),
     function_tool("get_time", "Get the local time in a city.", {"city": CITY}),
-]  # fmt: skip
+]
 ASK = [{"role": "user", "content": "What is the weather in Paris, in celsius? Use the tools."}]
 NAMED = {"type": "function", "function": {"name": "get_time"}}
 
@@ -44,13 +54,20 @@ def chat(vllm_http, vllm_server):
     """`chat(stream=False, **fields)`: the JSON body (status 200 asserted) or the stream's chunks."""
 
     def send(stream=False, **fields):
-        body = {"model": vllm_server.model, "messages": ASK, "tools": TOOLS, "max_tokens": TOKENS,
-                "temperature": 0, **fields, "stream": stream}  # fmt: skip
+        body = {
+            "model": vllm_server.model,
+            "messages": ASK,
+            "tools": TOOLS,
+            "max_tokens": TOKENS,
+            "temperature": 0,
+            **fields,
+            "stream": stream,
+        }
         if stream:
             with vllm_http.stream("POST", "/v1/chat/completions", json=body) as response:
                 return read_stream(response)
         response = vllm_http.post("/v1/chat/completions", json=body)
-        assert response.status_code == 200, f"answered {response.status_code}: {response.text[:500]}"
+        answered_ok(response, limit=500)
         return response.json()
 
     return send
@@ -169,8 +186,13 @@ def test_streamed_calls_join_to_the_non_streamed_calls(chat, choice):
             f"string fields of later deltas, so a repeat corrupts them): {later}"
         )
         arguments = "".join((delta.get("function") or {}).get("arguments") or "" for delta in deltas)
-        streamed.append({"id": first["id"], "type": "function",
-                         "function": {"name": first["function"]["name"], "arguments": arguments}})  # fmt: skip
+        streamed.append(
+            {
+                "id": first["id"],
+                "type": "function",
+                "function": {"name": first["function"]["name"], "arguments": arguments},
+            }
+        )
     assert_well_formed(f"streamed tool_choice {choice!r}", streamed)
     calls, finish_reason = calls_of(body)
     as_values = [(call["function"]["name"], json.loads(call["function"]["arguments"])) for call in calls]
@@ -187,12 +209,19 @@ def test_streamed_calls_join_to_the_non_streamed_calls(chat, choice):
 
 TOOL_TURN = [
     *ASK,
-    {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "call_weather_1", "type": "function",
-         "function": {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'}},
-    ]},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_weather_1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "celsius"}'},
+            },
+        ],
+    },
     {"role": "tool", "tool_call_id": "call_weather_1", "content": '{"temperature": 21, "sky": "clear"}'},
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("choice", ["none", "auto"])

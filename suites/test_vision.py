@@ -25,22 +25,11 @@ LOGPROB_DIFFERENCE = 1e-3
 PAIRS = [("red", "blue"), ("checkerboard", "noise"), ("white", "stripes")]
 AT_MOST = re.compile(r"At most (\d+) image")
 FETCH_FAILED = re.compile(r"connect|fetch|download|refused|unreachable", re.IGNORECASE)
+CAPABILITY = "vision"
 
 
 def _user(*parts):
     return [{"role": "user", "content": list(parts)}]
-
-
-@pytest.fixture(scope="module")
-def server(vllm):
-    return vllm.server_with("vision")
-
-
-@pytest.fixture(scope="module")
-def http(vllm, server):
-    client = vllm.http(server)
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +43,14 @@ def send(http, server, ignore_eos):
     """`send(messages, **fields)`: the raw /v1/chat/completions response, greedy, `TOKENS` long."""
 
     def post(messages, **fields):
-        body = {"model": server.model, "messages": messages, "max_tokens": TOKENS, "temperature": 0,
-                **({"ignore_eos": True} if ignore_eos else {}), **fields}
+        body = {
+            "model": server.model,
+            "messages": messages,
+            "max_tokens": TOKENS,
+            "temperature": 0,
+            **({"ignore_eos": True} if ignore_eos else {}),
+            **fields,
+        }
         return http.post("/v1/chat/completions", json=body)
 
     return post
@@ -113,7 +108,9 @@ def test_several_images(send, chat):
     response = send(_user(image_part(data_url("red")), image_part(data_url("blue")), QUESTION), max_tokens=1)
     found = AT_MOST.search(response.text)
     if response.status_code == 400 and found and int(found.group(1)) < 2:
-        raise Unsupported(f"unsupported: the server takes at most {found.group(1)} image per prompt: {response.text[:200]}")
+        raise Unsupported(
+            f"unsupported: the server takes at most {found.group(1)} image per prompt: {response.text[:200]}"
+        )
     assert response.status_code == 200, (
         f"two images in one message should answer 200 (or 400 'At most 1 image'); got "
         f"{response.status_code}: {response.text[:400]}"
@@ -138,8 +135,14 @@ def test_more_images_than_the_limit_is_rejected(send, image_limit):
 def test_streamed_image_answer_matches(http, server, chat, ignore_eos):
     messages = _user(image_part(data_url("checkerboard")), QUESTION)
     expected = chat(messages)["choices"][0]
-    body = {"model": server.model, "messages": messages, "max_tokens": TOKENS, "temperature": 0,
-            **({"ignore_eos": True} if ignore_eos else {}), "stream": True}
+    body = {
+        "model": server.model,
+        "messages": messages,
+        "max_tokens": TOKENS,
+        "temperature": 0,
+        **({"ignore_eos": True} if ignore_eos else {}),
+        "stream": True,
+    }
     with http.stream("POST", "/v1/chat/completions", json=body) as response:
         joined = join_choices(read_stream(response))
     assert list(joined) == [0], f"one streamed choice, index 0: {list(joined)}"
@@ -169,7 +172,7 @@ def test_image_changes_the_output(vllm, server, chat):
         evidence.append(f"{pair}: both {texts[0]!r}")
         if logprobs:
             values = [[t["logprob"] for t in a["logprobs"]["content"]] for a in answers]
-            difference = max(abs(x - y) for x, y in zip(*values))
+            difference = max(abs(x - y) for x, y in zip(*values, strict=False))
             evidence[-1] += f", largest logprob difference {difference:.1e}"
             if difference > LOGPROB_DIFFERENCE:
                 return
@@ -209,7 +212,9 @@ def test_unreachable_image_url_is_a_clear_error(send, record_property):
     url = f"http://127.0.0.1:{_closed_port()}/x.png"
     response = send(_user(image_part(url), QUESTION), max_tokens=1)
     record_property("unreachable_image_url_status", response.status_code)
-    assert response.status_code >= 400, f"an image that cannot be fetched cannot be answered: got {response.status_code}"
+    assert response.status_code >= 400, (
+        f"an image that cannot be fetched cannot be answered: got {response.status_code}"
+    )
     try:
         body = response.json()
     except ValueError:

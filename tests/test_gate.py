@@ -26,13 +26,21 @@ def test_fixed():
 
 def results(**outcomes):
     """A results file's records: name=(outcome, fingerprint)."""
-    return {"checks": [{"id": f"test_checks.py::{name}", "outcome": outcome, "fingerprint": fp, "reason": fp}
-                       for name, (outcome, fp) in outcomes.items()]}
+    return {
+        "checks": [
+            {"id": f"test_checks.py::{name}", "outcome": outcome, "fingerprint": fp, "reason": fp}
+            for name, (outcome, fp) in outcomes.items()
+        ]
+    }
 
 
-BASELINE = results(test_stays=("passed", ""), test_known=("failed", "param=None"),
-                   test_changes=("failed", "answered 500"), test_fixed=("failed", "answered 200"),
-                   test_gone=("passed", ""))
+BASELINE = results(
+    test_stays=("passed", ""),
+    test_known=("failed", "param=None"),
+    test_changes=("failed", "answered 500"),
+    test_fixed=("failed", "answered 200"),
+    test_gone=("passed", ""),
+)
 
 
 @pytest.mark.parametrize(
@@ -50,7 +58,9 @@ BASELINE = results(test_stays=("passed", ""), test_known=("failed", "param=None"
     ],
 )
 def test_outcome_changes(before, now, category):
-    comparison = gate.compare({"c": {"outcome": before, "fingerprint": "x"}}, {"c": {"outcome": now, "fingerprint": "x"}})
+    comparison = gate.compare(
+        {"c": {"outcome": before, "fingerprint": "x"}}, {"c": {"outcome": now, "fingerprint": "x"}}
+    )
     counts = {name: len(getattr(comparison, name)) for name in ("regressions", "fixed", "known", "new", "missing")}
     counts["unchanged"] = comparison.unchanged
     assert counts[category] == 1 and sum(counts.values()) == 1, counts
@@ -64,10 +74,11 @@ def test_same_failure_is_known_and_another_fingerprint_is_a_regression():
     assert changed.regressions == [("c", "failed differently: was «answered 500», now «answered 502»")]
 
 
-def test_results_written_before_ids_existed_are_read_by_nodeid(tmp_path):
-    path = tmp_path / "old.json"
+def test_records_without_ids_are_not_a_results_file(tmp_path):
+    path = tmp_path / "other.json"
     path.write_text(json.dumps({"checks": [{"nodeid": "test_chat.py::test_x[a/b]", "outcome": "passed"}]}))
-    assert list(gate.load(path)) == ["suites/test_chat.py::test_x[a/b]"]
+    with pytest.raises(ValueError, match="is not a pytest-vllm results file"):
+        gate.load(path)
 
 
 def test_the_run_exit_status_is_the_gates(pytester, monkeypatch, capsys):
@@ -77,13 +88,15 @@ def test_the_run_exit_status_is_the_gates(pytester, monkeypatch, capsys):
     report = pytester.path / "report.json"
     result = pytester.runpytest("--vllm-baseline", str(baseline), "--vllm-report", str(report))
     assert result.ret == 1, "test_gone is missing"
-    result.stdout.fnmatch_lines([
-        "baseline *baseline.json: FAIL: 0 regressions, 1 fixed, 2 known, 0 new, 1 missing, 1 unchanged",
-        "missing: test_checks.py::test_gone: in the baseline, not in this run",
-        "fixed: test_checks.py::test_fixed: failed → passed",
-        "known: test_checks.py::test_changes: answered 500",
-        "known: test_checks.py::test_known: param=None",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "baseline *baseline.json: FAIL: 0 regressions, 1 fixed, 2 known, 0 new, 1 missing, 1 unchanged",
+            "missing: test_checks.py::test_gone: in the baseline, not in this run",
+            "fixed: test_checks.py::test_fixed: failed → passed",
+            "known: test_checks.py::test_changes: answered 500",
+            "known: test_checks.py::test_known: param=None",
+        ]
+    )
     assert json.loads(report.read_text())["gate"]["ok"] is False
     from pytest_vllm.report import main as print_report
 
@@ -97,8 +110,9 @@ def test_the_run_exit_status_is_the_gates(pytester, monkeypatch, capsys):
     monkeypatch.setenv("HOW", "answered 502")  # a known deviation failing differently
     result = pytester.runpytest("--vllm-baseline", str(baseline))
     assert result.ret == 1
-    result.stdout.fnmatch_lines(["regression: test_checks.py::test_changes: failed differently: "
-                                 "was «answered 500», now «answered 502»"])
+    result.stdout.fnmatch_lines(
+        ["regression: test_checks.py::test_changes: failed differently: was «answered 500», now «answered 502»"]
+    )
 
 
 def test_gate_command_on_two_files(tmp_path, capsys):
@@ -114,4 +128,6 @@ def test_bad_baseline_is_a_usage_error(pytester):
     (pytester.path / "not-results.json").write_text("[1, 2]")
     result = pytester.runpytest("--vllm-baseline", "not-results.json")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--vllm-baseline (--vllm-baseline): not-results.json is not a pytest-vllm results file*"])
+    result.stderr.fnmatch_lines(
+        ["*--vllm-baseline (--vllm-baseline): not-results.json is not a pytest-vllm results file*"]
+    )

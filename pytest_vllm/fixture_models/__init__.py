@@ -75,19 +75,35 @@ def serve_args(name: str, model_dir: Path) -> list[str]:
         from pytest_vllm.fixture_models.tiny_chat import LORA_NAMES, LORA_RANK
 
         loras = [f"{lora}={Path(model_dir) / 'loras' / lora}" for lora in LORA_NAMES]
-        return common + [
-            "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
-            "--enable-lora", "--max-lora-rank", str(LORA_RANK), "--lora-modules", *loras,
-            "--max-logprobs", "20",
-        ]  # fmt: skip
+        return [
+            *common,
+            "--enable-auto-tool-choice",
+            "--tool-call-parser",
+            "hermes",
+            "--enable-lora",
+            "--max-lora-rank",
+            str(LORA_RANK),
+            "--lora-modules",
+            *loras,
+            "--max-logprobs",
+            "20",
+        ]
     if name == "tiny-vision":
         # --trust-remote-code loads the image processor module saved beside the weights.
-        return common + ["--limit-mm-per-prompt", json.dumps({"image": 2}), "--trust-remote-code"]
+        return [*common, "--limit-mm-per-prompt", json.dumps({"image": 2}), "--trust-remote-code"]
     if name == "minilm-embed":
         # MiniLM is not trained for shorter vectors, but declaring it Matryoshka lets the
         # suites check the `dimensions` field's mechanics (truncate, renormalise).
-        return ["--runner", "pooling", "--max-model-len", "256", "--dtype", "float32",
-                "--hf-overrides", '{"is_matryoshka": true}']
+        return [
+            "--runner",
+            "pooling",
+            "--max-model-len",
+            "256",
+            "--dtype",
+            "float32",
+            "--hf-overrides",
+            '{"is_matryoshka": true}',
+        ]
     if name == "minilm-rerank":
         return ["--runner", "pooling", "--max-model-len", "256", "--dtype", "float32"]
     raise ValueError(f"unknown fixture model {name!r}; choose from {FIXTURE_MODELS}")
@@ -141,9 +157,15 @@ def _run_builder(name: str, out: Path, models: dict[str, Path]) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
     paths = json.dumps({dep: str(path) for dep, path in models.items()})
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", f"{__name__}.child", name, str(out), paths], env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, errors="replace")
+    result = subprocess.run(
+        [sys.executable, "-m", f"{__name__}.child", name, str(out), paths],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+    )
     if result.returncode != 0:
         lines = result.stdout.strip().splitlines() or ["(no output)"]
         tail = "\n".join(lines[-_OUTPUT_LINES:])

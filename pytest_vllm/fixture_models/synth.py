@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Callable
 from typing import Any
 
 
@@ -39,7 +40,7 @@ class Synth:
         while len(props) < 4 - 2 * depth and self.rng.random() < 0.4:  # mostly one or two keys
             props[self.key()] = self.property_schema(depth)
         required = [k for k in props if self.rng.random() < 0.8]
-        schema = {"type": "object", "properties": props, "required": required}
+        schema: dict[str, Any] = {"type": "object", "properties": props, "required": required}
         if self.rng.random() < 0.3:
             schema["additionalProperties"] = False
         return schema
@@ -100,9 +101,10 @@ class Synth:
         )
 
     def chat(self) -> dict[str, Any]:
-        messages = []
+        messages: list[dict[str, Any]] = []
         if self.rng.random() < 0.4:
             messages.append({"role": "system", "content": self.fill(self.rng.choice(self.lex["systems"][:5]))})
+        question: str | list[dict[str, str]]  # a string, or (sometimes) one text part
         for _ in range(self.rng.choice([1, 1, 1, 2, 3])):
             question = self.fill(self.pick("questions"))
             if self.rng.random() < 0.4:
@@ -119,14 +121,16 @@ class Synth:
         schema = self.schema()
         keys = ", ".join(schema["properties"])
         ask = self.fill(self.pick("json_asks"), keys=keys, schema=json.dumps(schema))
-        messages = []
+        messages: list[dict[str, Any]] = []
         if self.rng.random() < 0.25:
             messages.append({"role": "system", "content": self.rng.choice(self.lex["systems"][5:])})
             if self.rng.random() < 0.5:
                 ask = self.fill(self.pick("questions"))
         if self.rng.random() < 0.3:
-            messages += [{"role": "user", "content": self.fill(self.pick("questions"))},
-                         {"role": "assistant", "content": self.reply()}]  # fmt: skip
+            messages += [
+                {"role": "user", "content": self.fill(self.pick("questions"))},
+                {"role": "assistant", "content": self.reply()},
+            ]
         answer = self.value(schema) or {self.key(): self.value({"type": "string"})}
         messages += [{"role": "user", "content": ask}, {"role": "assistant", "content": json.dumps(answer)}]
         return {"messages": messages}
@@ -139,7 +143,9 @@ class Synth:
         function = {"name": name, "parameters": self.schema()}
         if self.rng.random() < 0.8:
             template = self.rng.choice(["{v} a {n}.", "{v} the {adj} {n}.", "Tool to {v} {n}s."])
-            function["description"] = self.fill(template, v=verb.capitalize() if self.rng.random() < 0.5 else verb, n=noun)
+            function["description"] = self.fill(
+                template, v=verb.capitalize() if self.rng.random() < 0.5 else verb, n=noun
+            )
         return {"type": "function", "function": function}
 
     def tool_call(self, tool: dict[str, Any]) -> dict[str, Any]:
@@ -150,7 +156,7 @@ class Synth:
     def tool_use(self) -> dict[str, Any]:
         taken: set[str] = set()
         tools = [self.tool(taken) for _ in range(self.rng.choice([1, 1, 2, 2, 3]))]
-        messages = []
+        messages: list[dict[str, Any]] = []
         if self.rng.random() < 0.3:
             messages.append({"role": "system", "content": self.fill(self.rng.choice(self.lex["systems"][:5]))})
         for turn in range(self.rng.choice([1, 1, 2])):
@@ -170,7 +176,7 @@ class Synth:
             messages += [{"role": "user", "content": ask}, {"role": "assistant", "content": None, "tool_calls": calls}]
             if self.rng.random() < 0.5 and turn == 0:
                 break
-            for call in calls:
+            for _ in calls:
                 result = self.value(self.schema()) if self.rng.random() < 0.7 else self.reply()
                 messages.append({"role": "tool", "content": result if isinstance(result, str) else json.dumps(result)})
             messages.append({"role": "assistant", "content": self.reply()})
@@ -181,5 +187,5 @@ class Synth:
 
     def samples(self, count: int) -> list[dict[str, Any] | str]:
         """`count` samples: conversations as {"messages", "tools"?} dicts and plain texts."""
-        makers = [self.chat, self.json_answer, self.tool_use, self.text]
+        makers: list[Callable[[], dict[str, Any] | str]] = [self.chat, self.json_answer, self.tool_use, self.text]
         return [self.rng.choices(makers, [30, 27, 33, 10])[0]() for _ in range(count)]

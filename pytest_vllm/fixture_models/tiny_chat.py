@@ -44,7 +44,7 @@ CHAT_CONFIG = {
     "rms_norm_eps": 1e-5,
     "tie_word_embeddings": True,
 }
-TRAINING = {"conversations": 6000, "steps": 600, "tokens_per_batch": 2048, "max_len": 384, "lr": 1e-2}
+TRAINING: dict[str, Any] = {"conversations": 6000, "steps": 600, "tokens_per_batch": 2048, "max_len": 384, "lr": 1e-2}
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 TOOL_TOKENS = ["<tool_call>", "</tool_call>"]
 # ChatML with hermes-style tools (as in Qwen2.5); content may be a string or a list of parts.
@@ -149,9 +149,9 @@ def _batches(sequences: list[list[int]], pad_id: int, rng: random.Random) -> lis
         padding = [len(chunk[-1]) - len(ids) for ids in chunk]
         batches.append(
             (
-                torch.tensor([ids + [pad_id] * pad for ids, pad in zip(chunk, padding)]),
-                torch.tensor([ids + [-100] * pad for ids, pad in zip(chunk, padding)]),
-                torch.tensor([[1] * len(ids) + [0] * pad for ids, pad in zip(chunk, padding)]),
+                torch.tensor([ids + [pad_id] * pad for ids, pad in zip(chunk, padding, strict=False)]),
+                torch.tensor([ids + [-100] * pad for ids, pad in zip(chunk, padding, strict=False)]),
+                torch.tensor([[1] * len(ids) + [0] * pad for ids, pad in zip(chunk, padding, strict=False)]),
             )
         )
     rng.shuffle(batches)
@@ -189,7 +189,9 @@ def build(out: Path, models: dict[str, Path]) -> None:
     texts = [_render(sample) for sample in Synth(lexicon, SEED).samples(TRAINING["conversations"])]
     tokenizer = _train_tokenizer(texts)
     eos, pad = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
-    config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=None, eos_token_id=eos, pad_token_id=pad, **CHAT_CONFIG)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), bos_token_id=None, eos_token_id=eos, pad_token_id=pad, **CHAT_CONFIG
+    )
     model = LlamaForCausalLM(config)
     encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
     sequences = [ids for ids in encoded if len(ids) <= TRAINING["max_len"]]

@@ -32,7 +32,7 @@ IMAGE_TOKENS = ["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<
 ]
 PROCESSOR_MODULE = "portable_image_processor"
 PROCESSOR_CLASS = "PortableIdefics3ImageProcessor"
-PROCESSOR_SOURCE = f'''"""Idefics3's PIL image processor, imported without the torchvision that transformers 5.17 asks for."""
+PROCESSOR_SOURCE = f'''"""Idefics3's PIL image processor, without the torchvision that transformers 5.17 asks for."""
 
 from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 
@@ -45,8 +45,13 @@ class {PROCESSOR_CLASS}(Idefics3ImageProcessorPil):
 def build(out: Path, models: dict[str, Path]) -> None:
     """Build tiny-vision into `out` from the tiny-chat at models["tiny-chat"]."""
     import torch
-    from transformers import AutoTokenizer, Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
-    from transformers import LlamaForCausalLM
+    from transformers import (
+        AutoTokenizer,
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3Processor,
+        LlamaForCausalLM,
+    )
     from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 
     torch.manual_seed(SEED)
