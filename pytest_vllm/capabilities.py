@@ -58,8 +58,9 @@ class Probe:
         return self.client.post(path, json={"model": self.model, **body})
 
 
-def _absent_if(response: httpx.Response, statuses: tuple[int, ...], *fragments: str) -> bool:
-    """True for 200, False for a listed status whose body mentions a fragment, else ProbeError."""
+def _served_unless_refused(response: httpx.Response, statuses: tuple[int, ...], *fragments: str) -> bool:
+    """Whether the probe was served: True for 200, False for a refusal that names the feature (a
+    listed status whose body mentions a fragment), else ProbeError (the server erred)."""
     if response.status_code == 200:
         return True
     text = response.text
@@ -93,17 +94,17 @@ def _text(body: dict) -> str:
 
 def _completions(p: Probe) -> bool:
     body = {"prompt": "Hello", "max_tokens": _PROBE_TOKENS}
-    return _absent_if(p.post("/v1/completions", body), (404,), "Not Found")
+    return _served_unless_refused(p.post("/v1/completions", body), (404,), "Not Found")
 
 
 def _chat(p: Probe) -> bool:
     body = {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": _PROBE_TOKENS}
-    return _absent_if(p.post("/v1/chat/completions", body), (400, 404), "Not Found", "chat template")
+    return _served_unless_refused(p.post("/v1/chat/completions", body), (400, 404), "Not Found", "chat template")
 
 
 def _logprobs(p: Probe) -> bool:
     body = {"prompt": "Hello", "max_tokens": _PROBE_TOKENS, "logprobs": 1}
-    return _absent_if(p.post("/v1/completions", body), (400, 404), "logprobs", "Not Found")
+    return _served_unless_refused(p.post("/v1/completions", body), (400, 404), "logprobs", "Not Found")
 
 
 def _response_format(p: Probe) -> bool:
@@ -123,7 +124,7 @@ def _response_format(p: Probe) -> bool:
     response = p.post("/v1/chat/completions", body)
     if response.status_code == 500 and "Input should be" in response.text and "json_schema" in response.text:
         return False  # a validation error answered as 500 (llama.cpp): json_schema is not a type it knows
-    if not _absent_if(response, (400, 404, 422), "response_format", "json_schema", "Not Found"):
+    if not _served_unless_refused(response, (400, 404, 422), "response_format", "json_schema", "Not Found"):
         return False
     if p.has("vllm"):
         return True  # vLLM validates what it takes: a constraint it takes and ignores fails its checks
@@ -144,7 +145,9 @@ def _tools(p: Probe) -> bool:
         "tool_choice": "auto",
         "max_tokens": _PROBE_TOKENS,
     }
-    return _absent_if(p.post("/v1/chat/completions", body), (400, 404), "--enable-auto-tool-choice", "Not Found")
+    return _served_unless_refused(
+        p.post("/v1/chat/completions", body), (400, 404), "--enable-auto-tool-choice", "Not Found"
+    )
 
 
 def _lora(p: Probe) -> bool:
@@ -182,7 +185,7 @@ def _vision(p: Probe) -> bool:
             **({"logprobs": True, "top_logprobs": 5} if p.has("logprobs") else {}),
         }
         response = p.post("/v1/chat/completions", body)
-        present = _absent_if(
+        present = _served_unless_refused(
             response,
             (400, 404, 422),
             "Not Found",
@@ -220,7 +223,7 @@ def _embeddings(p: Probe) -> bool:
     anyway would draw a 404 from upstream, and a gateway cools a deployment down on a 404."""
     if p.has("completions") or p.has("chat"):
         return False
-    return _absent_if(
+    return _served_unless_refused(
         p.post("/v1/embeddings", {"input": "Hello"}),
         (400, 404, 500),
         "Not Found",
@@ -230,7 +233,9 @@ def _embeddings(p: Probe) -> bool:
 
 
 def _responses(p: Probe) -> bool:
-    return _absent_if(p.post("/v1/responses", {"input": "Hello", "max_output_tokens": 1}), (404,), "Not Found")
+    return _served_unless_refused(
+        p.post("/v1/responses", {"input": "Hello", "max_output_tokens": 1}), (404,), "Not Found"
+    )
 
 
 def _responses_store(p: Probe) -> bool:
@@ -238,15 +243,15 @@ def _responses_store(p: Probe) -> bool:
     if not p.has("responses"):
         return False
     created = p.post("/v1/responses", {"input": "Hello", "max_output_tokens": 1, "store": True})
-    if not _absent_if(created, (400,), "store"):
+    if not _served_unless_refused(created, (400,), "store"):
         return False
     retrieved = p.client.get(f"/v1/responses/{_json(created).get('id')}")
-    return _absent_if(retrieved, (404,))
+    return _served_unless_refused(retrieved, (404,))
 
 
 def _messages(p: Probe) -> bool:
     body = {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 1}
-    return _absent_if(p.post("/v1/messages", body), (404,), "Not Found")
+    return _served_unless_refused(p.post("/v1/messages", body), (404,), "Not Found")
 
 
 def _auth(p: Probe) -> bool:
@@ -308,11 +313,11 @@ def _classify(p: Probe) -> bool:
     """A model that generates text is taken not to classify (vLLM runs one or the other)."""
     if p.has("completions") or p.has("chat"):
         return False
-    return _absent_if(p.post("/classify", {"input": "Hello"}), (400, 404), "Not Found", "does not support")
+    return _served_unless_refused(p.post("/classify", {"input": "Hello"}), (400, 404), "Not Found", "does not support")
 
 
 def _pooling(p: Probe) -> bool:
-    return p.has("embeddings") and _absent_if(p.post("/pooling", {"input": "Hello"}), (404,), "Not Found")
+    return p.has("embeddings") and _served_unless_refused(p.post("/pooling", {"input": "Hello"}), (404,), "Not Found")
 
 
 def _vllm_sampling(p: Probe) -> bool:

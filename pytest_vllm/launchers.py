@@ -7,21 +7,15 @@ the tail of its own log.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
-import itertools
 import json
 import os
-import re
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -30,6 +24,8 @@ import httpx
 
 from pytest_vllm import progress
 from pytest_vllm.outcomes import VllmServerError
+from pytest_vllm.processes import alive, free_port, stop_process_group
+from pytest_vllm.server_logs import root_cause, tail
 
 LOG_TAIL_LINES = 40
 _POLL_SECONDS = 0.5
@@ -77,7 +73,7 @@ class VllmServer:
         """The last lines of the server's log (empty for a remote server), key redacted."""
         if not self.log_path or not os.path.exists(self.log_path):
             return ""
-        return redact(_tail(Path(self.log_path), lines), self.api_key)
+        return redact(tail(Path(self.log_path), lines), self.api_key)
 
     def root_cause(self) -> str | None:
         """The engine's own exception in a launched server's log, if it holds one (key redacted)."""
@@ -85,18 +81,12 @@ class VllmServer:
             return None
         try:
             return root_cause(redact(Path(self.log_path).read_text(errors="replace"), self.api_key))
-        except (OSError, TypeError):
+        except OSError:
             return None
 
     def is_alive(self) -> bool:
         """False once a launched process has exited (a remote server is assumed alive)."""
-        if self.pid is None:
-            return True
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        return _process_state(self.pid) != "Z"
+        return self.pid is None or alive(self.pid)
 
     def describe(self) -> dict:
         """The server as the report records it: no key, no credentials."""
@@ -224,12 +214,6 @@ def default_command() -> list[str]:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class SubprocessLauncher:
     """Runs vLLM as a child process in its own process group, logging to a file."""
 
@@ -314,91 +298,6 @@ class SubprocessLauncher:
         stop_process_group(server.pid)
 
 
-_TAG = re.compile(r"\((?P<process>[\w-]+) pid=\d+\) ?")  # vLLM's "(EngineCore pid=12) "
-_LEVEL = re.compile(r"(?:DEBUG|INFO|WARNING|ERROR|CRITICAL) \d\d-\d\d [\d:.]+ \[[^\]]*\] ")
-_FRAME = re.compile(r'File "(?:.*/site-packages/)?(?P<file>[^"]+)", line (?P<line>\d+)')
-
-
-def root_cause(log_text: str) -> str | None:
-    """The exception that ended the first traceback of vLLM's engine in `log_text` (else of any
-    process), as "Type: message", or None when the log holds no traceback."""
-    first = None
-    for process, cause in _tracebacks(log_text):
-        if process.startswith("EngineCore"):
-            return cause
-        first = first or cause
-    return first
-
-
-def _tracebacks(log_text: str) -> Iterator[tuple[str, str]]:
-    """(process, exception line) of every traceback in a vLLM log, in order."""
-    lines = []
-    for raw in log_text.split("\n"):
-        tag = _TAG.match(raw)
-        text = raw[tag.end() :] if tag else raw
-        level = _LEVEL.match(text)
-        lines.append((tag["process"] if tag else "", text[level.end() :] if level else text))
-    for start, (process, text) in enumerate(lines):
-        if text.strip() != "Traceback (most recent call last):":
-            continue
-        body = (text for p, text in itertools.islice(lines, start + 1, None) if p == process)
-        frame = code = None
-        for text in body:
-            if not text.startswith(" "):
-                break
-            if match := _FRAME.search(text):
-                frame, code = match, None
-            elif code is None and set(text.strip()) - set("^~"):
-                code = text.strip()
-        else:
-            continue
-        if text.rstrip().endswith(":"):  # the message goes on below
-            text = f"{text.rstrip()} {next(body, '').strip()}"
-        elif ":" not in text and frame:  # a bare exception: say where it was raised
-            text += f" at {frame['file']}:{frame['line']}" + (f": {code}" if code else "")
-        yield process, text.strip()
-
-
 def _root_cause_line(server: VllmServer) -> str:
     cause = server.root_cause()
     return f"root cause: {cause}\n" if cause else ""
-
-
-def stop_process_group(pid: int | None, grace: float = 20.0) -> None:
-    """Terminate the process group led by `pid`, then kill it if it outlives `grace` seconds."""
-    if pid is None:
-        return
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        _reap(pid)
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-    _reap(pid)
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
-
-
-def _process_state(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return "?"
-
-
-def _tail(path: Path, lines: int) -> str:
-    with open(path, "rb") as file:
-        file.seek(0, os.SEEK_END)
-        file.seek(max(0, file.tell() - 64 * 1024))
-        return b"\n".join(file.read().splitlines()[-lines:]).decode(errors="replace")

@@ -1,4 +1,6 @@
-"""The run's vLLM state: which servers to test, the clients to reach them, their capabilities.
+"""The run's vLLM state: which servers to test, their capabilities, whether the run was stopped.
+
+Its clients come from clients.py (`vllm.openai(server)`, `vllm.http(server)`, ...).
 
 Created by the plugin at configure time and touching nothing until a fixture asks:
 the server pool, the fixture models and the HTTP clients all come on first use.
@@ -11,17 +13,16 @@ import hashlib
 import os
 import tempfile
 import time
-import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from pytest_vllm.clients import Clients
 from pytest_vllm.exchanges import Recorder
 from pytest_vllm.outcomes import Unsupported, VllmServerError
 from pytest_vllm.settings import Settings
 
 if TYPE_CHECKING:
     import httpx
-    from openai import AsyncOpenAI, OpenAI
 
     from pytest_vllm.launchers import ServerSpec, VllmServer
     from pytest_vllm.pool import ServerPool
@@ -35,7 +36,6 @@ EMBEDDED_ENV = (
     ("VLLM_ENABLE_RESPONSES_API_STORE", "1"),
     ("VLLM_CPU_KVCACHE_SPACE", os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")),
 )
-_SERVER_KEY: Any = object()  # http()'s default: the server's own key
 
 
 def new_shared_dir() -> str:
@@ -45,7 +45,7 @@ def new_shared_dir() -> str:
 
 
 class VllmSession:
-    """Servers, clients and capabilities for one test run (one per process under xdist)."""
+    """Servers, their clients and capabilities for one test run (one per process under xdist)."""
 
     def __init__(self, settings: Settings, shared_dir: str, owner: bool) -> None:
         self.settings = settings
@@ -56,7 +56,10 @@ class VllmSession:
         self._pool: ServerPool | None = None
         self._remote: VllmServer | VllmServerError | None = None
         self.main_unavailable = False
-        self._clients: weakref.WeakKeyDictionary[Any, VllmServer] = weakref.WeakKeyDictionary()
+        self.clients = Clients(self.recorder, settings.request_timeout)
+        # The factories as checks call them: vllm.openai(server), vllm.http(server, api_key=None), ...
+        self.openai, self.async_openai, self.http = self.clients.openai, self.clients.async_openai, self.clients.http
+        self.server_of = self.clients.server_of
         self._probe_clients: dict[str, httpx.Client] = {}
 
     @property
@@ -81,13 +84,13 @@ class VllmSession:
 
         If it cannot be had, `main_unavailable` is set, and the plugin stops the run.
         """
+        s = self.settings
         try:
-            if self.settings.url is None:
+            if s.url is None:
                 return self.pool.get(self._spec(EMBEDDED_MAIN))
             if self._remote is None:
                 from pytest_vllm.launchers import connect
 
-                s = self.settings
                 try:
                     self._remote = connect(s.url, s.api_key, s.model, s.request_timeout)
                 except VllmServerError as error:
@@ -162,79 +165,6 @@ class VllmSession:
         if server.base_url not in self._probe_clients:  # its requests are not the check's: not recorded
             self._probe_clients[server.base_url] = self.http(server, record=False)
         return self._probe_clients[server.base_url]
-
-    # Clients
-
-    def openai(self, server: VllmServer) -> OpenAI:
-        """An openai SDK client for `server`: no retries (they hide bugs), finite timeouts."""
-        import httpx
-        import openai
-
-        from pytest_vllm.connections import RetryingTransport
-
-        http = httpx.Client(
-            timeout=self.settings.request_timeout,
-            event_hooks=self.recorder.hooks(),
-            transport=RetryingTransport(self.recorder),
-        )
-        # openai>=3.6 types http_client as an httpx2.Client; an httpx.Client works (the same interface)
-        return self._track(server, openai.OpenAI(**self._openai_args(server), http_client=http))  # type: ignore[arg-type, unused-ignore]
-
-    def async_openai(self, server: VllmServer) -> AsyncOpenAI:
-        import httpx
-        import openai
-
-        from pytest_vllm.connections import AsyncRetryingTransport
-
-        http = httpx.AsyncClient(
-            timeout=self.settings.request_timeout,
-            event_hooks=self.recorder.async_hooks(),
-            transport=AsyncRetryingTransport(self.recorder),
-        )
-        # openai>=3.6 types http_client as an httpx2.AsyncClient; an httpx.AsyncClient works (the same interface)
-        return self._track(server, openai.AsyncOpenAI(**self._openai_args(server), http_client=http))  # type: ignore[arg-type, unused-ignore]
-
-    def http(self, server: VllmServer, api_key: Any = _SERVER_KEY, record: bool = True) -> httpx.Client:
-        """An httpx client on the server's base URL for wire-level checks: with the server's
-        key, or with `api_key` (None for no key at all); its exchanges recorded for a failure's report."""
-        import httpx
-
-        from pytest_vllm.answers import install
-        from pytest_vllm.connections import RetryingTransport
-        from pytest_vllm.launchers import auth_headers
-
-        hooks = self.recorder.hooks() if record else {"request": [], "response": []}
-        client = httpx.Client(
-            base_url=server.base_url,
-            headers=auth_headers(server.api_key if api_key is _SERVER_KEY else api_key),
-            timeout=self.settings.request_timeout,
-            event_hooks={**hooks, "response": [*hooks["response"], install]},
-            transport=RetryingTransport(self.recorder),
-        )
-        return self._track(server, client)
-
-    def _openai_args(self, server: VllmServer) -> dict[str, Any]:
-        return {
-            "base_url": server.base_url + "/v1",
-            "api_key": server.api_key or "EMPTY",
-            "max_retries": 0,
-            "timeout": self.settings.request_timeout,
-        }
-
-    def _track(self, server: VllmServer, client: Any) -> Any:
-        self._clients[client] = server
-        return client
-
-    def server_of(self, value: Any) -> VllmServer | None:
-        """The server a fixture value (a server or one of our clients) belongs to."""
-        from pytest_vllm.launchers import VllmServer
-
-        if isinstance(value, VllmServer):
-            return value
-        try:
-            return self._clients.get(value)
-        except TypeError:  # not weak-referenceable, so not one of ours
-            return None
 
     def servers_seen(self) -> list[dict]:
         """What the report says of the servers tested: the remote one, or those launched."""

@@ -86,7 +86,6 @@ class Option:
     help: str
     metavar: str
     parse: Callable[[str], Any] = str
-    default: Any = None
     repeatable: bool = False
     secret: bool = False
 
@@ -113,7 +112,7 @@ OPTIONS = (
         "takes it (default: the embedded tiny fixture models).",
         "MODEL",
     ),
-    Option("launcher", f"How to launch a server: {' or '.join(LAUNCHERS)}.", "NAME", _launcher, "subprocess"),
+    Option("launcher", f"How to launch a server: {' or '.join(LAUNCHERS)}.", "NAME", _launcher),
     Option(
         "command",
         "Command that starts vLLM, e.g. 'vllm serve' or "
@@ -121,8 +120,8 @@ OPTIONS = (
         "CMD",
     ),
     Option("serve_arg", "Extra argument for the launched server (repeatable).", "ARG", repeatable=True),
-    Option("startup_timeout", "Seconds to wait for a launched server to be ready.", "S", _positive, 900.0),
-    Option("request_timeout", "Seconds before any single request gives up.", "S", _positive, 120.0),
+    Option("startup_timeout", "Seconds to wait for a launched server to be ready.", "S", _positive),
+    Option("request_timeout", "Seconds before any single request gives up.", "S", _positive),
     Option(
         "capability",
         "Override a detected capability, NAME=yes|no (repeatable).",
@@ -143,7 +142,6 @@ OPTIONS = (
         "found before), seed (the fixed seed only) or explore (new examples, saved for replays).",
         "MODE",
         _fuzz,
-        "replay",
     ),
     Option(
         "fuzz_examples",
@@ -157,23 +155,29 @@ OPTIONS = (
 
 @dataclass
 class Settings:
-    """The resolved option values, and where each one came from."""
+    """The resolved option values, with their defaults, and where each one came from."""
 
-    values: dict[str, Any]
+    url: str | None = None
+    api_key: str | None = None
+    model: str | None = None
+    launcher: str = "subprocess"
+    command: str | None = None
+    serve_arg: tuple[str, ...] = ()
+    startup_timeout: float = 900.0
+    request_timeout: float = 120.0
+    capability: tuple[tuple[str, bool], ...] = ()
+    report: str | None = None
+    baseline: str | None = None
+    fuzz: str = "replay"
+    fuzz_examples: int | None = None
     sources: dict[str, str] = field(default_factory=dict)
     given: dict[str, Any] = field(default_factory=dict)  # as written, for the header
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.values[name]
-        except KeyError:
-            raise AttributeError(name) from None
 
     def describe(self) -> list[str]:
         """`name = value (source)` lines for the report header, secrets masked."""
         lines = []
         for option in OPTIONS:
-            value = self.values[option.name]
+            value = getattr(self, option.name)
             if value in (None, ()):
                 continue
             shown = self.given.get(option.name, value)
@@ -202,17 +206,17 @@ def add_options(parser: pytest.Parser) -> None:
 
 def resolve(config: pytest.Config) -> Settings:
     """Resolve every option once; a bad value is a UsageError naming what is valid."""
-    settings = Settings({})
+    settings = Settings()
     for option in OPTIONS:
         raw, source = _raw(config, option)
         try:
             if option.repeatable:
                 value = tuple(option.parse(item) for item in raw or ())
             else:
-                value = option.default if raw is None else option.parse(raw)
+                value = getattr(settings, option.name) if raw is None else option.parse(raw)
         except ValueError as error:
             raise pytest.UsageError(f"{option.flag} ({source}): {error}") from None
-        settings.values[option.name] = value
+        setattr(settings, option.name, value)
         settings.sources[option.name] = source
         if raw is not None:
             settings.given[option.name] = raw

@@ -1,7 +1,7 @@
 """What a check's end means: the server's fault (`failed`) or our own (`error`), why, and how.
 
 A check fails only when the server's answer contradicts an expectation: an assertion of the
-check itself (or of a pytest-vllm assertion helper), an HTTP status the SDK refused, or a
+check itself (or of a helper in `pytest_vllm.checks`), an HTTP status the SDK refused, or a
 connection the server broke or left unanswered. Any other exception, including an assertion
 raised inside Hypothesis, the openai SDK or a strategy, is pytest-vllm's own error.
 
@@ -28,16 +28,14 @@ from typing import Any
 
 import pytest
 
-from pytest_vllm.answers import MissingField
+from pytest_vllm.checks.answers import MissingField
 from pytest_vllm.outcomes import Deviation, ProbeError, ServerFault
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
 
 OWN_ERROR = "pytest-vllm's own error (a bug in the check or the plugin, not a verdict on the server)"
-# pytest-vllm modules whose assertions are expectations on the server's answers.
-_ASSERTION_HELPERS = {"openapi.py", "sse.py", "constraints.py", "answers.py", "expect.py"}
-_PACKAGE = Path(__file__).resolve().parent
+_CHECK_HELPERS = Path(__file__).resolve().parent / "checks"  # their assertions judge the server
 _REASON_LIMIT = 300
 _FINGERPRINT_LIMIT = 200
 
@@ -196,7 +194,7 @@ def _assertion_message(error: BaseException) -> str:
 
 def _is_check_code(filename: str, check_file: Path) -> bool:
     path = Path(filename).resolve()
-    return path == check_file.resolve() or (path.parent == _PACKAGE and path.name in _ASSERTION_HELPERS)
+    return path == check_file.resolve() or path.parent == _CHECK_HELPERS
 
 
 def _raised_in_check(tb: TracebackType | None, check_file: Path) -> bool:

@@ -12,7 +12,7 @@ import secrets
 import openai
 import pytest
 
-from pytest_vllm.openapi import validate
+from pytest_vllm.checks.openapi import validate
 
 ENDPOINTS = {
     "models": ("GET", "/v1/models", None, "data"),

@@ -9,8 +9,8 @@ Response shapes are checked against OpenAI's schema in test_schema.py.
 
 import pytest
 
-from pytest_vllm.answers import answer, length_problem
-from pytest_vllm.sse import stop_string_from
+from pytest_vllm.checks.answers import answer, length_problem
+from pytest_vllm.checks.sse import stop_string_from
 
 pytestmark = pytest.mark.vllm_requires("chat")
 

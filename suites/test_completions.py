@@ -10,9 +10,9 @@ test_schema.py.
 
 import pytest
 
-from pytest_vllm.answers import answer, length_problem
-from pytest_vllm.expect import answered_ok
-from pytest_vllm.sse import stop_string_from
+from pytest_vllm.checks.answers import answer, length_problem
+from pytest_vllm.checks.expect import answered_ok
+from pytest_vllm.checks.sse import stop_string_from
 
 pytestmark = pytest.mark.vllm_requires("completions")
 

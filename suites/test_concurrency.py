@@ -19,8 +19,8 @@ import time
 import httpx
 import pytest
 
-from pytest_vllm.expect import answered_ok
-from pytest_vllm.sse import join_choices, read_stream
+from pytest_vllm.checks.expect import answered_ok
+from pytest_vllm.checks.sse import join_choices, read_stream
 from pytest_vllm.verdicts import failure_class
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.vllm_requires("chat")]

@@ -20,8 +20,8 @@ import struct
 
 import pytest
 
-from pytest_vllm.expect import answered_ok
-from pytest_vllm.openapi import validate
+from pytest_vllm.checks.expect import answered_ok
+from pytest_vllm.checks.openapi import validate
 from pytest_vllm.outcomes import Unsupported
 
 TEXT = "The quick brown fox jumps over the lazy dog."

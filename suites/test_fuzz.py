@@ -14,8 +14,9 @@ import json
 import pytest
 from hypothesis import Phase, given
 
-from pytest_vllm import openapi, strategies
-from pytest_vllm.sse import choice_chunks, join_choices, read_stream
+from pytest_vllm import strategies
+from pytest_vllm.checks import openapi
+from pytest_vllm.checks.sse import choice_chunks, join_choices, read_stream
 from pytest_vllm.verdicts import fingerprint
 
 # A failure shrinks to a minimal request: the check's last request, which the report repeats as curl.

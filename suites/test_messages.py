@@ -17,10 +17,10 @@ import json
 
 import pytest
 
-from pytest_vllm.constraints import schema_violation
-from pytest_vllm.expect import answered_ok
-from pytest_vllm.openapi import validate, validate_event
-from pytest_vllm.sse import read_events
+from pytest_vllm.checks.constraints import schema_violation
+from pytest_vllm.checks.expect import answered_ok
+from pytest_vllm.checks.openapi import validate, validate_event
+from pytest_vllm.checks.sse import read_events
 
 pytestmark = pytest.mark.vllm_requires("messages")
 

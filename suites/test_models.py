@@ -2,7 +2,7 @@
 
 import pytest
 
-from pytest_vllm.openapi import validate
+from pytest_vllm.checks.openapi import validate
 
 
 def test_models_list_matches_openai_schema(vllm_http):

@@ -9,7 +9,7 @@ together may round differently (vLLM is not batch-invariant by default).
 
 import pytest
 
-from pytest_vllm.expect import answered_ok
+from pytest_vllm.checks.expect import answered_ok
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Name three colours."}],

@@ -20,8 +20,8 @@ import math
 
 import pytest
 
-from pytest_vllm.expect import answered_ok
-from pytest_vllm.sse import read_stream
+from pytest_vllm.checks.expect import answered_ok
+from pytest_vllm.checks.sse import read_stream
 
 pytestmark = pytest.mark.vllm_requires("completions")
 PROMPT = "Once upon a time"

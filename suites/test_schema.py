@@ -8,9 +8,9 @@ pointer, so the behaviour suites can report behaviour. vLLM's extra fields are a
 
 import pytest
 
-from pytest_vllm.expect import answered_ok
-from pytest_vllm.openapi import mismatch, problems, validate
-from pytest_vllm.sse import read_stream
+from pytest_vllm.checks.expect import answered_ok
+from pytest_vllm.checks.openapi import mismatch, problems, validate
+from pytest_vllm.checks.sse import read_stream
 
 PROMPT = "The capital of France is"
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a colour."}]

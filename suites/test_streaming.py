@@ -12,8 +12,8 @@ import math
 
 import pytest
 
-from pytest_vllm.expect import answered_ok
-from pytest_vllm.sse import choice_chunks, join_choices, read_stream
+from pytest_vllm.checks.expect import answered_ok
+from pytest_vllm.checks.sse import choice_chunks, join_choices, read_stream
 
 TOKENS = 6
 SEEDED = {"temperature": 1, "seed": 1234}

@@ -2,7 +2,7 @@
 
 `response_format` (`json_object`, `json_schema` with and without `strict`) and vLLM's
 `structured_outputs` (`json`, `regex`, `choice`, `grammar` in GBNF and Lark) on chat and
-completions: each output is checked by the suite itself (pytest_vllm.constraints), the streamed
+completions: each output is checked by the suite itself (pytest_vllm.checks.constraints), the streamed
 deltas joined first. The constraints are bounded so any model finishes within `TOKENS`; an output
 cut by max_tokens cannot be judged, and fails as "did not finish". Invalid constraints must be 4xx.
 
@@ -16,9 +16,9 @@ is not vLLM may enforce the first and not know the second.
 
 import pytest
 
-from pytest_vllm.constraints import CONSTRAINTS, FOREIGN_CHARACTERS, REMOVED_FIELDS, schema_violation
-from pytest_vllm.expect import answered_ok
-from pytest_vllm.sse import join_choices, read_stream
+from pytest_vllm.checks.constraints import CONSTRAINTS, FOREIGN_CHARACTERS, REMOVED_FIELDS, schema_violation
+from pytest_vllm.checks.expect import answered_ok
+from pytest_vllm.checks.sse import join_choices, read_stream
 
 TOKENS = 96
 PROBE_TOKENS = 24

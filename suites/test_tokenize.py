@@ -2,7 +2,7 @@
 
 import pytest
 
-from pytest_vllm.expect import answered_ok
+from pytest_vllm.checks.expect import answered_ok
 
 pytestmark = pytest.mark.vllm_requires("tokenize")
 

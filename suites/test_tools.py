@@ -14,9 +14,9 @@ import json
 
 import pytest
 
-from pytest_vllm.constraints import call_violations, tool_call_deltas
-from pytest_vllm.expect import answered_ok
-from pytest_vllm.sse import join_choices, read_stream
+from pytest_vllm.checks.constraints import call_violations, tool_call_deltas
+from pytest_vllm.checks.expect import answered_ok
+from pytest_vllm.checks.sse import join_choices, read_stream
 
 pytestmark = pytest.mark.vllm_requires("chat", "tools")
 

@@ -13,10 +13,10 @@ import socket
 
 import pytest
 
-from pytest_vllm.answers import length_problem
+from pytest_vllm.checks.answers import length_problem
+from pytest_vllm.checks.sse import join_choices, read_stream
 from pytest_vllm.images import corrupt_data_url, data_url, image_part
 from pytest_vllm.outcomes import Unsupported
-from pytest_vllm.sse import join_choices, read_stream
 
 TOKENS = 16
 QUESTION = {"type": "text", "text": "Describe this image."}

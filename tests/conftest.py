@@ -10,6 +10,8 @@ import httpcore  # noqa: F401
 import openai  # noqa: F401
 import pytest
 
+from pytest_vllm.processes import free_port
+
 # The HTTP stack is imported here, before any in-process pytester run: pytester restores
 # sys.modules after each run, and httpcore (which httpx imports lazily) imported inside one
 # and again later would leave two copies of its errors, the second escaping httpx's mapping.
@@ -32,29 +34,15 @@ def fake_command() -> str:
     return shlex.join([sys.executable, str(FAKE_VLLM)])
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def fake_server(fake_command, tmp_path):
     """A running fake server with an API key, for the remote (--vllm-url) path."""
-    port = closed_port()
+    port = free_port()
     env = {**os.environ, "VLLM_API_KEY": "sekrit-key-123"}
     process = subprocess.Popen(
         [sys.executable, fake_command.split()[-1], "--model", "served-a", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL,
+        env=env,
+        stdout=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 10

@@ -20,13 +20,13 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 from filelock import FileLock
 
-from pytest_vllm.launchers import free_port, stop_process_group
+from pytest_vllm.processes import free_port, stop_process_group
 from pytest_vllm.settings import cache_root
 
 LITELLM = "litellm[proxy]==1.108.7"
@@ -67,8 +67,22 @@ def _converter() -> Path:
     with FileLock(f"{folder}.lock"):
         if not (folder / "convert_hf_to_gguf.py").exists():
             download = _cache(f"llama-cpp-python-{LLAMA_CPP_VERSION}-sdist")
-            subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
-                            f"llama-cpp-python=={LLAMA_CPP_VERSION}", "-d", str(download)], check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--quiet",
+                    "--no-deps",
+                    "--no-binary",
+                    ":all:",
+                    f"llama-cpp-python=={LLAMA_CPP_VERSION}",
+                    "-d",
+                    str(download),
+                ],
+                check=True,
+            )
             [sdist] = download.glob("*.tar.gz")
             prefix = f"{sdist.name.removesuffix('.tar.gz')}/vendor/llama.cpp/"
             with tarfile.open(sdist) as archive:
@@ -102,8 +116,21 @@ def tiny_gguf() -> Path:
     with FileLock(f"{target}.lock"):
         if not target.exists():
             partial = target.with_suffix(".partial")
-            subprocess.run([sys.executable, "-c", _CONVERT, str(_converter()), str(model), "--outtype", "f32",
-                            "--outfile", str(partial)], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    _CONVERT,
+                    str(_converter()),
+                    str(model),
+                    "--outtype",
+                    "f32",
+                    "--outfile",
+                    str(partial),
+                ],
+                check=True,
+                capture_output=True,
+            )
             partial.rename(target)
     return target
 
@@ -112,8 +139,14 @@ def tiny_gguf() -> Path:
 def _serving(argv: list[str], url: str, log: Path, env: dict | None = None) -> Iterator[str]:
     """Run `argv` until it serves GET {url}/v1/models; yield `url`; stop it."""
     with open(log, "wb") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env={**os.environ, **(env or {})}, start_new_session=True)
+        process = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + READY_SECONDS
         while True:
@@ -172,7 +205,20 @@ def litellm_proxy(upstream: str, workdir: Path) -> Iterator[str]:
 def llama_cpp_server(workdir: Path) -> Iterator[str]:
     """llama.cpp's server (llama-cpp-python) serving tiny-chat's GGUF as model tiny-chat."""
     port = free_port()
-    argv = [str(venv(LLAMA_CPP)), "-m", "llama_cpp.server", "--model", str(tiny_gguf()), "--model_alias", MODEL,
-            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024"]
+    argv = [
+        str(venv(LLAMA_CPP)),
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(tiny_gguf()),
+        "--model_alias",
+        MODEL,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        "1024",
+    ]
     with _serving(argv, f"http://127.0.0.1:{port}", workdir / "llama-cpp.log") as url:
         yield url

@@ -21,6 +21,7 @@ Only the standard library, httpx and uvicorn (which vLLM brings) are used.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import threading
@@ -146,8 +147,14 @@ class FaultProxy:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         config = uvicorn.Config(
-            self._app(fault or Fault()), lifespan="off", log_config=None, log_level="warning",
-            access_log=False, server_header=False, date_header=False, timeout_keep_alive=60,
+            self._app(fault or Fault()),
+            lifespan="off",
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            server_header=False,
+            date_header=False,
+            timeout_keep_alive=60,
         )
         server = uvicorn.Server(config)
         done = asyncio.run_coroutine_threadsafe(server.serve(sockets=[sock]), self._loop)
@@ -165,10 +172,8 @@ class FaultProxy:
         for _, _, server, _ in self._listeners:
             server.should_exit = True
         for _, _, _, done in self._listeners:
-            try:
+            with contextlib.suppress(Exception):  # closing: a listener that failed is gone either way
                 done.result(timeout=10)
-            except Exception:  # noqa: BLE001 - closing: a listener that failed is gone either way
-                pass
         self._listeners.clear()
         if self._client is not None:
             asyncio.run_coroutine_threadsafe(self._client.aclose(), self._loop).result(timeout=10)
@@ -189,8 +194,9 @@ class FaultProxy:
                 if not message.get("more_body"):
                     break
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-            req = Request(scope["method"], scope["path"], scope["query_string"].decode("latin-1"),
-                          headers, b"".join(chunks))
+            req = Request(
+                scope["method"], scope["path"], scope["query_string"].decode("latin-1"), headers, b"".join(chunks)
+            )
             resp = fault.request(req)
             if resp is None:
                 await self._forward(fault, req, send)
@@ -210,8 +216,9 @@ class FaultProxy:
         try:
             answer = await self._client.send(upstream, stream=True)
         except httpx.HTTPError as error:
-            await _send_whole(send, Response(502, {"content-type": "text/plain"},
-                                             f"fault proxy: upstream failed: {error!r}".encode()))
+            await _send_whole(
+                send, Response(502, {"content-type": "text/plain"}, f"fault proxy: upstream failed: {error!r}".encode())
+            )
             return
         try:
             kept = {k: v for k, v in answer.headers.items() if k.lower() not in _RESPONSE_DROP}
@@ -220,8 +227,13 @@ class FaultProxy:
                 resp = fault.response(req, Response(answer.status_code, kept, await answer.aread()))
                 await _send_whole(send, resp)
                 return
-            await send({"type": "http.response.start", "status": answer.status_code,
-                        "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in kept.items()]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": answer.status_code,
+                    "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in kept.items()],
+                }
+            )
             buffer = b""
             async for data in answer.aiter_bytes():
                 buffer += data.replace(b"\r\n", b"\n")
@@ -241,13 +253,18 @@ def _rewrite_event(fault: Fault, req: Request, event: bytes) -> bytes:
     if not rest.startswith("data: ") or "\n" in rest:
         return event + b"\n\n"  # not a one-line data event (after its name): passed on as it came
     prefix = (named + "\n").encode() if named else b""  # the Responses and Messages APIs name each event
-    return b"".join(prefix + fault.frame(req, payload) for payload in fault.event(req, rest[len("data: "):]))
+    return b"".join(prefix + fault.frame(req, payload) for payload in fault.event(req, rest[len("data: ") :]))
 
 
 async def _send_whole(send, resp: Response) -> None:
     body = resp.encoded()
     headers = {k: v for k, v in resp.headers.items() if k.lower() not in _RESPONSE_DROP}
     headers["content-length"] = str(len(body))
-    await send({"type": "http.response.start", "status": resp.status,
-                "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": resp.status,
+            "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()],
+        }
+    )
     await send({"type": "http.response.body", "body": body, "more_body": False})

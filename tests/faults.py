@@ -14,6 +14,7 @@ import json
 import re
 import struct
 from dataclasses import dataclass
+from typing import ClassVar
 
 from fault_proxy import Fault, Request, Response
 
@@ -78,6 +79,11 @@ class RequestFields(Fault):
                 req.fields().pop(key, None)
 
 
+def request_fields(name: str, doc: str, *fields: str, paths: tuple[str, ...] = RequestFields.paths) -> None:
+    """Register fault `name`, the bug `doc` describes: `fields` dropped from the requests to `paths`."""
+    fault(type(name, (RequestFields,), {"name": name, "__doc__": doc, "drop": fields, "paths": paths}))
+
+
 class ChunkFault(Fault):
     """Base: rewrites each JSON chunk of a stream with `chunk(req, chunk)`; [DONE] passes."""
 
@@ -132,30 +138,6 @@ class MaxCompletionTokensIgnored(Fault):
         if req.path == CHAT and "max_completion_tokens" in fields:
             del fields["max_completion_tokens"]
             fields["max_tokens"] = 16
-
-
-@fault
-class StopIgnored(RequestFields):
-    """Stop strings accepted but never handed to the sampler: generation runs past them."""
-
-    name = "stop-ignored"
-    drop = ("stop",)
-
-
-@fault
-class SeedIgnored(RequestFields):
-    """A per-request `seed` ignored: seeded sampling is not reproducible."""
-
-    name = "seed-ignored"
-    drop = ("seed",)
-
-
-@fault
-class NIgnored(RequestFields):
-    """`n` ignored: one choice comes back however many were asked for."""
-
-    name = "n-ignored"
-    drop = ("n",)
 
 
 @fault
@@ -221,23 +203,6 @@ class ChatLogprobsInCompletionsFormat(Fault):
 
 
 @fault
-class EchoIgnored(RequestFields):
-    """`echo` ignored on /v1/completions: the prompt is not prepended to the text."""
-
-    name = "echo-ignored"
-    drop = ("echo",)
-    paths = (COMPLETIONS,)
-
-
-@fault
-class LogitBiasIgnored(RequestFields):
-    """`logit_bias` accepted but not applied to the logits."""
-
-    name = "logit_bias-ignored"
-    drop = ("logit_bias",)
-
-
-@fault
 class AlwaysGreedy(Fault):
     """Sampling ignored: every generation decoded greedily (temperature 0), whatever it asks for."""
 
@@ -246,22 +211,6 @@ class AlwaysGreedy(Fault):
     def request(self, req: Request) -> None:
         if generation(req) and "temperature" in req.fields():
             req.fields()["temperature"] = 0
-
-
-@fault
-class TopKIgnored(RequestFields):
-    """vLLM's `top_k` accepted but not applied: sampling draws from the whole vocabulary."""
-
-    name = "top_k-ignored"
-    drop = ("top_k",)
-
-
-@fault
-class AllowedTokenIdsIgnored(RequestFields):
-    """vLLM's `allowed_token_ids` accepted but not applied: any token can be generated."""
-
-    name = "allowed_token_ids-ignored"
-    drop = ("allowed_token_ids",)
 
 
 @fault
@@ -324,7 +273,7 @@ class StreamsBrokenUnderLoad(Fault):
             self.in_flight += 1
 
     def event(self, req: Request, payload: str) -> list[str]:
-        if not req.ctx.get("broken") or payload == "[DONE]" and self.symptom == "unfinished":
+        if not req.ctx.get("broken") or (payload == "[DONE]" and self.symptom == "unfinished"):
             return [payload]
         if payload == "[DONE]":
             return []
@@ -342,56 +291,6 @@ class StreamsBrokenUnderLoad(Fault):
 
 
 @fault
-class BeamSearchIgnored(RequestFields):
-    """vLLM's `use_beam_search` accepted but not applied: the request is sampled as usual."""
-
-    name = "beam-search-ignored"
-    drop = ("use_beam_search",)
-
-
-@fault
-class StreamIntervalIgnored(RequestFields):
-    """vLLM's `stream_interval` accepted but not applied: every token comes in a chunk of its own."""
-
-    name = "stream_interval-ignored"
-    drop = ("stream_interval",)
-
-
-@fault
-class RequestIdReplaced(RequestFields):
-    """vLLM's `request_id` dropped by a gateway: the response carries an id of the server's own."""
-
-    name = "request_id-dropped"
-    drop = ("request_id",)
-
-
-@fault
-class ChatTemplateIgnored(RequestFields):
-    """A request's own `chat_template` accepted but not applied: the model's template renders it."""
-
-    name = "chat_template-ignored"
-    drop = ("chat_template",)
-    paths = (CHAT,)
-
-
-@fault
-class PenaltiesIgnored(RequestFields):
-    """`frequency_penalty` and `presence_penalty` accepted but not applied (a gateway that drops them)."""
-
-    name = "penalties-ignored"
-    drop = ("frequency_penalty", "presence_penalty")
-
-
-@fault
-class ClassifyUseActivationIgnored(RequestFields):
-    """/classify ignores `use_activation: false` and always answers probabilities."""
-
-    name = "classify-use_activation-ignored"
-    drop = ("use_activation",)
-    paths = ("/classify",)
-
-
-@fault
 class DetokenizeDropsACharacter(Fault):
     """/detokenize loses the last character of the text (an off-by-one in the decoder's offsets)."""
 
@@ -401,14 +300,6 @@ class DetokenizeDropsACharacter(Fault):
         if req.path == "/detokenize" and resp.status == 200:
             resp.json["prompt"] = resp.json["prompt"][:-1]
         return resp
-
-
-@fault
-class MinTokensIgnored(RequestFields):
-    """`min_tokens` ignored: a stop token ends generation before the minimum."""
-
-    name = "min_tokens-ignored"
-    drop = ("min_tokens",)
 
 
 @fault
@@ -437,6 +328,78 @@ class BatchIndexZero(Fault):
         return resp
 
 
+# --- request fields accepted but dropped ---------------------------------------------------------
+
+request_fields(
+    "stop-ignored", "Stop strings accepted but never handed to the sampler: generation runs past them.", "stop"
+)
+request_fields("seed-ignored", "A per-request `seed` ignored: seeded sampling is not reproducible.", "seed")
+request_fields("n-ignored", "`n` ignored: one choice comes back however many were asked for.", "n")
+request_fields(
+    "echo-ignored",
+    "`echo` ignored on /v1/completions: the prompt is not prepended to the text.",
+    "echo",
+    paths=(COMPLETIONS,),
+)
+request_fields("logit_bias-ignored", "`logit_bias` accepted but not applied to the logits.", "logit_bias")
+request_fields(
+    "min_tokens-ignored", "`min_tokens` ignored: a stop token ends generation before the minimum.", "min_tokens"
+)
+request_fields(
+    "top_k-ignored", "vLLM's `top_k` accepted but not applied: sampling draws from the whole vocabulary.", "top_k"
+)
+request_fields(
+    "allowed_token_ids-ignored",
+    "vLLM's `allowed_token_ids` accepted but not applied: any token can be generated.",
+    "allowed_token_ids",
+)
+request_fields(
+    "beam-search-ignored",
+    "vLLM's `use_beam_search` accepted but not applied: the request is sampled as usual.",
+    "use_beam_search",
+)
+request_fields(
+    "stream_interval-ignored",
+    "vLLM's `stream_interval` accepted but not applied: every token comes in a chunk of its own.",
+    "stream_interval",
+)
+request_fields(
+    "request_id-dropped",
+    "vLLM's `request_id` dropped by a gateway: the response carries an id of the server's own.",
+    "request_id",
+)
+request_fields(
+    "chat_template-ignored",
+    "A request's own `chat_template` accepted but not applied: the model's template renders it.",
+    "chat_template",
+    paths=(CHAT,),
+)
+request_fields(
+    "penalties-ignored",
+    "`frequency_penalty` and `presence_penalty` accepted but not applied (a gateway that drops them).",
+    "frequency_penalty",
+    "presence_penalty",
+)
+request_fields(
+    "structured-outputs-not-enforced",
+    "Structured-output constraints accepted (200) but never handed to the engine: output unconstrained.",
+    "structured_outputs",
+    "response_format",
+)
+request_fields(
+    "classify-use_activation-ignored",
+    "/classify ignores `use_activation: false` and always answers probabilities.",
+    "use_activation",
+    paths=("/classify",),
+)
+request_fields(
+    "embedding-dimensions-ignored",
+    "`dimensions` ignored on /v1/embeddings: the full-length vector comes back.",
+    "dimensions",
+    paths=("/v1/embeddings",),
+)
+
+
 # --- errors and status codes ---------------------------------------------------------------------
 
 
@@ -460,7 +423,7 @@ class OutOfRangeClamped(Fault):
     """Out-of-range sampling values silently clamped instead of rejected: 200 for invalid input."""
 
     name = "out-of-range-clamped"
-    RANGES = {"temperature": (0.0, 2.0), "top_p": (0.01, 1.0)}
+    RANGES: ClassVar = {"temperature": (0.0, 2.0), "top_p": (0.01, 1.0)}
 
     def request(self, req: Request) -> None:
         fields = req.fields()
@@ -702,14 +665,6 @@ class StreamCreatedString(ChunkFault):
 
 
 @fault
-class ConstraintsIgnored(RequestFields):
-    """Structured-output constraints accepted (200) but never handed to the engine: output unconstrained."""
-
-    name = "structured-outputs-not-enforced"
-    drop = ("structured_outputs", "response_format")
-
-
-@fault
 class ToolCallsNotParsed(Fault):
     """Tool calls not parsed: the model's raw <tool_call> text comes back as content, no tool_calls."""
 
@@ -723,8 +678,9 @@ class ToolCallsNotParsed(Fault):
             calls = message.pop("tool_calls", None) or []
             if calls:
                 message["content"] = (message.get("content") or "") + "".join(
-                    '<tool_call>\n{"name": %s, "arguments": %s}\n</tool_call>'
-                    % (json.dumps(c["function"]["name"]), c["function"]["arguments"])
+                    '<tool_call>\n{{"name": {}, "arguments": {}}}\n</tool_call>'.format(
+                        json.dumps(c["function"]["name"]), c["function"]["arguments"]
+                    )
                     for c in calls
                 )
                 choice["finish_reason"] = "stop"
@@ -831,15 +787,6 @@ class ImagePartsDropped(Fault):
 
 
 @fault
-class DimensionsIgnored(RequestFields):
-    """`dimensions` ignored on /v1/embeddings: the full-length vector comes back."""
-
-    name = "embedding-dimensions-ignored"
-    drop = ("dimensions",)
-    paths = ("/v1/embeddings",)
-
-
-@fault
 class Base64Float64(Fault):
     """base64 embeddings encoded as float64 (numpy's default dtype) instead of float32."""
 
@@ -879,4 +826,3 @@ class RerankUnsorted(Fault):
         if req.path == "/rerank" and resp.status == 200:
             resp.json["results"].sort(key=lambda r: r["relevance_score"])
         return resp
-

@@ -10,12 +10,11 @@ and each server was launched once although two xdist workers shared it.
 import copy
 import importlib.util
 import json
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers import load_results, run_suites
 
 from pytest_vllm import gate
 
@@ -32,23 +31,18 @@ def run(real_vllm_turn, tmp_path_factory):
     folder = tmp_path_factory.mktemp("conformance")
     report = Path.cwd() / "pytest-vllm-report.json"
     report.unlink(missing_ok=True)
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest_vllm", "-n", "2", "--vllm-fuzz", "seed",
-         "--vllm-baseline", str(EXPECTED), "--vllm-report", str(report)],
-        capture_output=True, text=True, timeout=3600, cwd=folder,
-    )
-    assert report.exists(), f"the run wrote no results file:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return json.loads(report.read_text()), done
+    args = ["-n", "2", "--vllm-fuzz", "seed", "--vllm-baseline", str(EXPECTED), "--vllm-report", str(report)]
+    done = run_suites(*args, cwd=folder, timeout=3600)
+    return load_results(report, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"), done
 
 
 def test_the_gate_passes_on_the_documented_deviations(run, capsys):
     data, done = run
     output = done.stdout
     with capsys.disabled():  # the conformance table and the gate's summary belong in the CI log
-        print("\n" + output[output.find("= vllm conformance ="):].rstrip())
-    assert done.returncode == 0 and data["gate"]["ok"], (
-        "the gate failed: " + "\n".join(line for line in output.splitlines()
-                                          if line.startswith(("regression:", "missing:", "baseline ")))
+        print("\n" + output[output.find("= vllm conformance =") :].rstrip())
+    assert done.returncode == 0 and data["gate"]["ok"], "the gate failed: " + "\n".join(
+        line for line in output.splitlines() if line.startswith(("regression:", "missing:", "baseline "))
     )
     assert not data["gate"]["new"], f"checks not in {EXPECTED.name} (add them): {data['gate']['new']}"
 

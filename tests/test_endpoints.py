@@ -14,14 +14,12 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 import endpoints
+import pytest
+from helpers import load_results, run_suites
 
 EXPECTED = Path(__file__).parent.parent / "fixtures" / "expected"
 BASELINES = {
@@ -60,20 +58,17 @@ def run(request, installed, real_vllm_turn, tmp_path_factory):
     workdir = tmp_path_factory.mktemp(name)
     report = workdir / "results.json"
     with _endpoint(name, workdir) as (url, log):
-        done = subprocess.run(
-            [sys.executable, "-m", "pytest_vllm", "--vllm-url", url, "--vllm-fuzz", "seed",
-             "--vllm-baseline", str(BASELINES[name]), "--vllm-report", str(report)],
-            capture_output=True, text=True, timeout=RUN_TIMEOUT, cwd=workdir,
-        )
+        args = ["--vllm-url", url, "--vllm-fuzz", "seed", "--vllm-baseline", str(BASELINES[name])]
+        done = run_suites(*args, "--vllm-report", str(report), cwd=workdir, timeout=RUN_TIMEOUT)
         server_log = log.read_text(errors="replace")
-    assert report.exists(), f"the run wrote no results file:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return name, json.loads(report.read_text()), done.stdout, server_log
+    results = load_results(report, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return name, results, done.stdout, server_log
 
 
 def test_the_gate_passes_on_the_documented_deviations(run, capsys):
     name, data, output, _ = run
     with capsys.disabled():  # each endpoint's table and the gate's summary belong in the CI log
-        print(f"\n{name}:\n" + output[output.find("= vllm conformance ="):].rstrip())
+        print(f"\n{name}:\n" + output[output.find("= vllm conformance =") :].rstrip())
     assert data["gate"]["ok"], f"{name}: the gate failed: " + "\n".join(
         line for line in output.splitlines() if line.startswith(("regression:", "missing:", "baseline "))
     )
@@ -85,8 +80,11 @@ def test_no_check_ends_in_error_and_every_unsupported_says_why(run):
     outcomes = Counter(check["outcome"] for check in data["checks"])
     errors = [f"{c['id']}: {c['reason']}" for c in data["checks"] if c["outcome"] == "error"]
     assert not errors, f"{name}: checks ended in pytest-vllm's own error: {errors[:5]}"
-    silent = [c["id"] for c in data["checks"] if c["outcome"] == "unsupported" and "lacks '" not in c["reason"]
-              and "unsupported: " not in c["reason"]]
+    silent = [
+        c["id"]
+        for c in data["checks"]
+        if c["outcome"] == "unsupported" and "lacks '" not in c["reason"] and "unsupported: " not in c["reason"]
+    ]
     assert not silent, f"{name}: unsupported without a named capability or reason: {silent[:5]}"
     assert outcomes["passed"] and outcomes["unsupported"], f"{name}: {dict(outcomes)}"
 
@@ -99,7 +97,7 @@ def test_the_target_is_named_as_not_vllm(run):
 
 
 def test_every_documented_failure_says_why():
-    for name, path in BASELINES.items():
+    for path in BASELINES.values():
         expected = json.loads(path.read_text())
         red = [c["id"] for c in expected["checks"] if c["outcome"] == "failed"]
         undocumented = [check for check in red if not any(check.startswith(p) for p in expected["why"])]

