@@ -307,12 +307,8 @@ def test_reset_connection_is_retried_once_and_recorded(pytester, fake_server):
         def test_after(vllm_http):
             assert vllm_http.get("/v1/models").status_code == 200
     """)
-    report = pytester.path / "report.json"
-    result = pytester.runpytest(
-        "--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123", "--vllm-report", str(report)
-    )
+    result, checks = _run_with_the_key(pytester, fake_server)
     result.assert_outcomes(passed=2, failed=1)
-    checks = {c["id"].split("::")[1]: c for c in json.loads(report.read_text())["checks"]}
     assert checks["test_reset_always"]["reason"].startswith(
         "connection reset by the server: GET /v1/reset-always got no answer"
     ), checks["test_reset_always"]
@@ -344,19 +340,8 @@ def test_remote_server_gone_mid_run_is_one_reason_and_no_collateral(pytester, fa
         def test_4_later(vllm_http):
             assert vllm_http.get("/v1/models").status_code == 200
     """)
-    report = pytester.path / "report.json"
-    result = pytester.runpytest(
-        "--vllm-url",
-        fake_server,
-        "--vllm-api-key",
-        "sekrit-key-123",
-        "--vllm-report",
-        str(report),
-        "--vllm-request-timeout",
-        "5",
-    )
+    result, checks = _run_with_the_key(pytester, fake_server, "--vllm-request-timeout", "5")
     result.assert_outcomes(passed=1, failed=1)
-    checks = {c["id"].split("::")[1]: c for c in json.loads(report.read_text())["checks"]}
     assert checks["test_2_server_exits"]["reason"] == (
         "the server served-a stopped answering during the run (connection refused)"
     )
@@ -411,12 +396,8 @@ def test_own_errors_are_errors_and_server_faults_are_failures(pytester, fake_ser
             vllm_openai.completions.create(model="served-a", prompt="x")
     """
     )
-    report = pytester.path / "report.json"
-    result = pytester.runpytest(
-        "--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123", "--vllm-report", str(report), "-p", "no:randomly"
-    )
+    result, checks = _run_with_the_key(pytester, fake_server, "-p", "no:randomly")
     result.assert_outcomes(failed=2, errors=2)
-    checks = {c["id"].split("::")[1]: c for c in json.loads(report.read_text())["checks"]}
     assert checks["test_server_wrong"]["outcome"] == "failed"
     assert checks["test_server_wrong"]["reason"] == "expected 200, got 404"
     assert checks["test_server_wrong"]["fingerprint"] == "status 404"
@@ -437,19 +418,8 @@ def test_busy_answers_are_asked_again_and_never_pass_for_a_rejection(pytester, f
         def test_busy_always(vllm_http):
             assert vllm_http.get("/v1/busy-always").status_code < 500  # a 503 must not reach the check
     """)
-    report = pytester.path / "report.json"
-    result = pytester.runpytest(
-        "--vllm-url",
-        fake_server,
-        "--vllm-api-key",
-        "sekrit-key-123",
-        "--vllm-report",
-        str(report),
-        "--vllm-request-timeout",
-        "3",
-    )
+    result, checks = _run_with_the_key(pytester, fake_server, "--vllm-request-timeout", "3")
     result.assert_outcomes(passed=1, failed=1)
-    checks = {c["id"].split("::")[1]: c for c in json.loads(report.read_text())["checks"]}
     assert checks["test_busy_always"]["reason"].startswith(
         "the server answered 503 (no capacity) to GET /v1/busy-always, and again when asked after its Retry-After"
     )
@@ -475,10 +445,7 @@ def test_missing_fields_probe_errors_and_vllm_only_capabilities(pytester, fake_s
             pass
     """
     )
-    report = pytester.path / "report.json"
-    args = ["--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123", "--vllm-report", str(report)]
-    pytester.runpytest(*args, "--vllm-capability", "vllm=no")
-    checks = {c["id"].split("::")[1]: c for c in json.loads(report.read_text())["checks"]}
+    _, checks = _run_with_the_key(pytester, fake_server, "--vllm-capability", "vllm=no")
     assert checks["test_missing_field"]["outcome"] == "failed", checks["test_missing_field"]
     assert checks["test_missing_field"]["reason"].startswith("the server's answer has no 'usage' field")
     assert (
@@ -491,6 +458,14 @@ def test_missing_fields_probe_errors_and_vllm_only_capabilities(pytester, fake_s
     assert checks["test_needs_tokenize"]["outcome"] == "unsupported"
     assert "lacks 'tokenize'" in checks["test_needs_tokenize"]["reason"]
     assert "the server is not vLLM" in checks["test_needs_tokenize"]["reason"]
-    pytester.runpytest(*args, "-k", "tokenize")  # the fake says it is vLLM: vLLM's own routes are taken as there
-    [check] = json.loads(report.read_text())["checks"]
-    assert check["outcome"] == "passed", check
+    _, checks = _run_with_the_key(pytester, fake_server, "-k", "tokenize")  # the fake says it is vLLM:
+    assert checks["test_needs_tokenize"]["outcome"] == "passed", checks  # vLLM's own routes are taken as there
+
+
+def _run_with_the_key(pytester, url, *args):
+    """The pytester run against `url` with the fake server's key: its result and records by test name."""
+    report = pytester.path / "report.json"
+    result = pytester.runpytest(
+        "--vllm-url", url, "--vllm-api-key", "sekrit-key-123", "--vllm-report", str(report), *args
+    )
+    return result, {c["id"].split("::")[1]: c for c in json.loads(report.read_text())["checks"]}
