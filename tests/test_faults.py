@@ -158,8 +158,8 @@ def matching(checks: dict[str, dict], pattern: str) -> dict[str, dict]:
 
 
 def _text(check: dict) -> str:
-    """What a record says of its outcome (`reason` and `details`; older files: `message`)."""
-    return "\n".join(check.get(key) or "" for key in ("reason", "details", "message"))
+    """What a record says of its outcome: its `reason` and `details`."""
+    return "\n".join(check.get(key) or "" for key in ("reason", "details"))
 
 
 def _summary(checks: dict[str, dict]) -> str:
