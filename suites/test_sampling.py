@@ -137,17 +137,16 @@ MARGIN = 1e-3
 
 @pytest.mark.vllm_requires("logprobs")
 @pytest.mark.parametrize("penalty", PENALTIES)
-def test_penalties_lower_what_was_generated(vllm, vllm_server, complete, penalty):
+def test_penalties_lower_what_was_generated(complete, eos_fields, penalty):
     """Greedy with a penalty picks, at each step, the token whose raw logprob less its penalty is
     highest: frequency x (times generated so far) + presence x (generated before at all)."""
     frequency, presence = PENALTIES[penalty]
-    eos = {"ignore_eos": True} if vllm.has(vllm_server, "vllm_sampling") else {}
     body = complete(
         max_tokens=PENALISED_TOKENS,
         logprobs=TOP_LOGPROBS,
         frequency_penalty=frequency,
         presence_penalty=presence,
-        **eos,
+        **eos_fields,
     )
     logprobs = body["choices"][0]["logprobs"]
     generated = collections.Counter()
