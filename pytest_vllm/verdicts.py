@@ -56,6 +56,7 @@ _NOISE = [
 _BODY_AFTER_STATUS = re.compile(r"\b((?:got|answered|answers|returned) \d{3})(?::| with)\s.*$")
 
 _explicit: dict[str, str] = {}
+_classed: list[tuple[BaseException, str]] = []  # failures raised inside a failure_class, with its text
 
 
 def fingerprint(text: str) -> None:
@@ -72,8 +73,8 @@ def failure_class(text: str) -> Iterator[None]:
     with timing (e.g. "simultaneous streams are not each complete"), however it showed this run."""
     try:
         yield
-    except BaseException:
-        _explicit["class"] = text
+    except BaseException as error:
+        _classed.append((error, text))
         raise
 
 
@@ -85,6 +86,7 @@ def lost_contact_fingerprint(request: str) -> str:
 
 def reset() -> None:
     _explicit.clear()
+    _classed.clear()
 
 
 def denoise(text: str) -> str:
@@ -112,8 +114,8 @@ def judge(error: BaseException, tb: TracebackType | None, check_file: Path, serv
         reason = f"{OWN_ERROR}: {reason}"
     if explicit is None:
         explicit = _explicit.get("fingerprint") if outcome == "failed" else None
-    if outcome == "failed" and "class" in _explicit:
-        explicit = _explicit["class"]
+    if outcome == "failed":
+        explicit = next((text for raised, text in _classed if raised in _chain(error)), explicit)
     fp = denoise(explicit) if explicit is not None else _BODY_AFTER_STATUS.sub(r"\1", reason)
     return Verdict(outcome, reason, _short(fp))
 
@@ -162,14 +164,18 @@ def lost_contact(error: BaseException) -> bool:
     return _server_fault(error) is not None or isinstance(error, (openai.APIConnectionError, httpx.TransportError))
 
 
-def _server_fault(error: BaseException | None) -> ServerFault | None:
-    seen = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, ServerFault):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None
+def _chain(error: BaseException) -> list[BaseException]:
+    """`error` and the exceptions it was raised from or while handling."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _server_fault(error: BaseException) -> ServerFault | None:
+    return next((raised for raised in _chain(error) if isinstance(raised, ServerFault)), None)
 
 
 def _request_of(error: BaseException) -> str:

@@ -131,3 +131,16 @@ def test_a_group_of_the_servers_failures_is_a_failure_on_the_oldest_python():
     verdict = _verdict_of(raise_group)
     assert verdict.outcome == "failed", verdict
     assert verdict.reason == "stream 1 of 16 ends without its usage / stream 2 of 16 ends without its usage"
+
+
+def test_failure_class_names_only_the_failure_raised_inside_it():
+    def handled_then_failed():
+        try:
+            with verdicts.failure_class("streams are not each complete"):
+                raise AssertionError("stream 1 of 16 ends without its usage")
+        except AssertionError:
+            pass  # the check handled it: a later failure is not of that class
+        raise AssertionError("the sequential answers: answered 400")
+
+    verdict = _verdict_of(handled_then_failed)
+    assert verdict.fingerprint == "the sequential answers: answered 400", verdict
