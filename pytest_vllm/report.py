@@ -5,8 +5,8 @@ Runs where reports arrive whole: in pytest itself, or in the xdist controller.
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -215,7 +215,13 @@ def finding_lines(records: list[dict]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     """`python -m pytest_vllm.report FILE...`: servers, per-area table and reasons of results files."""
-    for path in argv if argv is not None else sys.argv[1:]:
+    parser = argparse.ArgumentParser(
+        prog="python -m pytest_vllm.report",
+        description="Print pytest-vllm results files: the servers, the per-area table, each failure's reason "
+        "and curl line, and the gate's summary.",
+    )
+    parser.add_argument("files", nargs="+", metavar="FILE", help="a results file, as --vllm-report writes it")
+    for path in parser.parse_args(argv).files:
         try:
             data = json.loads(Path(path).read_text())
         except (OSError, ValueError) as error:

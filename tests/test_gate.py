@@ -131,3 +131,14 @@ def test_bad_baseline_is_a_usage_error(pytester):
     result.stderr.fnmatch_lines(
         ["*--vllm-baseline (--vllm-baseline): not-results.json is not a pytest-vllm results file*"]
     )
+
+
+def test_the_report_command_has_a_help_and_a_clear_usage_error(capsys):
+    from pytest_vllm.report import main as print_report
+
+    with pytest.raises(SystemExit) as helped:
+        print_report(["--help"])
+    assert helped.value.code == 0 and "usage: python -m pytest_vllm.report [-h] FILE" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as refused:
+        print_report([])
+    assert refused.value.code == 2 and "the following arguments are required: FILE" in capsys.readouterr().err
