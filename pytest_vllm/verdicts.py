@@ -43,6 +43,7 @@ _NOISE = [
     (re.compile(r"\bhttps?://[^/\s'\"]+(?=/)"), ""),  # scheme, host and port: the path stays
     (re.compile(r"\bhttps?://[^/\s'\"]+"), "<server>"),
     (re.compile(r"<([\w.]+) object at 0x[0-9a-fA-F]+>"), r"<\1 object>"),
+    (re.compile(r"""(system_fingerprint['"]?:\s*['"])[^'"]+"""), r"\1…"),  # vLLM's hash of its config and model
     (re.compile(r"\b0x[0-9a-fA-F]{6,}\b"), "0x…"),
     (re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b"), "<uuid>"),
     (re.compile(r"\b((?:chatcmpl|cmpl|embd|resp|req|msg|call|chatcmpl-tool)-)[A-Za-z0-9_-]{6,}"), r"\1…"),

@@ -14,6 +14,7 @@ import pytest
 
 from pytest_vllm.checks.expect import answered_ok
 from pytest_vllm.checks.sse import choice_chunks, join_choices, read_stream
+from pytest_vllm.verdicts import fingerprint
 
 TOKENS = 6
 SEEDED = {"temperature": 1, "seed": 1234}
@@ -115,9 +116,14 @@ def test_chat_role_comes_in_the_first_delta(vllm_http, vllm_server, n):
 def test_include_usage_adds_one_final_usage_chunk(generate, endpoint, ignore_eos):
     chunks = generate(stream=True, stream_options={"include_usage": True})
     *earlier, last = chunks
-    assert last["choices"] == [] and last.get("usage"), (
-        f"with include_usage the last chunk before [DONE] has choices [] and the usage: {last}"
-    )
+    final = last["choices"] == [] and bool(last.get("usage"))
+    if not final:  # what is wrong, not the whole chunk
+        choices, usage = "[]" if last["choices"] == [] else "not []", "present" if last.get("usage") else "absent"
+        fingerprint(
+            f"with include_usage the last chunk before [DONE] is not choices [] with the usage: "
+            f"choices {choices}, usage {usage}"
+        )
+    assert final, f"with include_usage the last chunk before [DONE] has choices [] and the usage: {last}"
     wrong = [chunk for chunk in earlier if chunk.get("usage") is not None or not chunk["choices"]]
     assert not wrong, (
         "only the final chunk carries usage and empty choices (usage is null before it, OpenAI's "

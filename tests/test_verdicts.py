@@ -144,3 +144,9 @@ def test_failure_class_names_only_the_failure_raised_inside_it():
 
     verdict = _verdict_of(handled_then_failed)
     assert verdict.fingerprint == "the sequential answers: answered 400", verdict
+
+
+def test_vllms_system_fingerprint_is_run_noise():
+    """It hashes the server's config and model path: a redeploy changes it, the server's behaviour may not."""
+    chunk = "{'object': 'chat.completion.chunk', 'system_fingerprint': 'vllm-0.32.0-c917e195', 'choices': []}"
+    assert verdicts.denoise(chunk) == "{'object': 'chat.completion.chunk', 'system_fingerprint': '…', 'choices': []}"
