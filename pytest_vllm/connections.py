@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from pytest_vllm.outcomes import ServerFault
-from pytest_vllm.verdicts import lost_contact_fingerprint
+from pytest_vllm.outcomes import ServerFault, lost_contact_fingerprint
 
 if TYPE_CHECKING:
     from pytest_vllm.exchanges import Recorder

@@ -1,4 +1,4 @@
-"""The plugin's exceptions: how a check ends other than by an assert."""
+"""The plugin's exceptions: how a check ends other than by an assert, and the fingerprint of lost contact."""
 
 import pytest
 
@@ -26,6 +26,12 @@ class ServerFault(Exception):
     def __init__(self, message: str, fingerprint: str) -> None:
         super().__init__(message)
         self.fingerprint = fingerprint
+
+
+def lost_contact_fingerprint(request: str) -> str:
+    """The fingerprint of a request the server broke or left unanswered: one class, whether the
+    connection was reset, closed mid-answer or timed out."""
+    return f"no complete answer to {request} (connection broken or timed out)"
 
 
 class ProbeError(Exception):

@@ -112,10 +112,10 @@ def _installed_vllm() -> str:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A `vllm_requires` naming no known capability is a usage error at collection, not an error per check."""
-    from pytest_vllm.capabilities import CAPABILITIES
-
     for item in items:
         for marker in item.iter_markers("vllm_requires"):
+            from pytest_vllm.capabilities import CAPABILITIES  # only where a check asks for capabilities
+
             unknown = [name for name in marker.args if name not in CAPABILITIES]
             if unknown:
                 raise pytest.UsageError(

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from pytest_vllm.checks.answers import MissingField
-from pytest_vllm.outcomes import Deviation, ProbeError, ServerFault
+from pytest_vllm.outcomes import Deviation, ProbeError, ServerFault, lost_contact_fingerprint
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -77,12 +77,6 @@ def failure_class(text: str) -> Iterator[None]:
     except BaseException as error:
         _classed.append((error, text))
         raise
-
-
-def lost_contact_fingerprint(request: str) -> str:
-    """The fingerprint of a request the server broke or left unanswered: one class, whether the
-    connection was reset, closed mid-answer or timed out."""
-    return f"no complete answer to {request} (connection broken or timed out)"
 
 
 def reset() -> None:
