@@ -1,10 +1,18 @@
 """The plugin's exceptions: how a check ends other than by an assert, and the fingerprint of lost contact."""
 
+from typing import NoReturn
+
 import pytest
 
 
 class Unsupported(pytest.skip.Exception):  # type: ignore[name-defined]  # it is _pytest.outcomes.Skipped
     """The server lacks a capability a check needs: reported as `unsupported`, not skipped."""
+
+
+def inconclusive(why: str) -> NoReturn:
+    """End a check that cannot judge on this model (after trying to build a case where it can):
+    `unsupported`, never `failed`, and never `passed`."""
+    raise Unsupported(f"inconclusive on this model: {why}")
 
 
 class VllmServerError(Exception):

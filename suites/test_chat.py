@@ -10,7 +10,7 @@ Response shapes are checked against OpenAI's schema in test_schema.py.
 import pytest
 
 from pytest_vllm.checks.answers import answer, length_problem
-from pytest_vllm.checks.sse import stop_string_from
+from pytest_vllm.checks.sse import stop_string_in
 
 pytestmark = pytest.mark.vllm_requires("chat")
 
@@ -100,9 +100,8 @@ def test_length_limit_is_exact_with_ignore_eos(chat, ignore_eos, field):
     ],
 )
 def test_stop_string(chat, include):
-    full = chat(max_tokens=12)["choices"][0]["message"]["content"]
-    stop = stop_string_from(full)
-    body = chat(max_tokens=12, stop=[stop], **({"include_stop_str_in_output": True} if include else {}))
+    full, tokens, stop = stop_string_in(lambda tokens: chat(max_tokens=tokens)["choices"][0]["message"]["content"])
+    body = chat(max_tokens=tokens, stop=[stop], **({"include_stop_str_in_output": True} if include else {}))
     choice = body["choices"][0]
     end = full.find(stop) + (len(stop) if include else 0)
     assert (choice["message"]["content"], choice["finish_reason"]) == (full[:end], "stop"), (

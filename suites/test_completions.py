@@ -12,7 +12,7 @@ import pytest
 
 from pytest_vllm.checks.answers import answer, length_problem
 from pytest_vllm.checks.expect import answered_ok
-from pytest_vllm.checks.sse import stop_string_from
+from pytest_vllm.checks.sse import stop_string_in
 
 pytestmark = pytest.mark.vllm_requires("completions")
 
@@ -162,9 +162,8 @@ def test_n_choices_each_run_to_max_tokens(complete):
 @pytest.mark.vllm_requires("vllm_sampling")
 @pytest.mark.parametrize("include", [False, True], ids=["stop-excluded", "stop-included"])
 def test_stop_string(complete, include):
-    full = complete(max_tokens=12)["choices"][0]["text"]
-    stop = stop_string_from(full)
-    body = complete(max_tokens=12, stop=[stop], include_stop_str_in_output=include)
+    full, tokens, stop = stop_string_in(lambda tokens: complete(max_tokens=tokens)["choices"][0]["text"])
+    body = complete(max_tokens=tokens, stop=[stop], include_stop_str_in_output=include)
     choice = body["choices"][0]
     end = full.find(stop) + (len(stop) if include else 0)
     assert (choice["text"], choice["finish_reason"]) == (full[:end], "stop"), (

@@ -17,10 +17,10 @@ import json
 
 import pytest
 
-from pytest_vllm.checks.constraints import schema_violation
+from pytest_vllm.checks.constraints import finished, schema_violation
 from pytest_vllm.checks.expect import answered_ok
 from pytest_vllm.checks.openapi import validate, validate_event
-from pytest_vllm.checks.sse import read_events
+from pytest_vllm.checks.sse import read_events, stop_string_in
 
 pytestmark = pytest.mark.vllm_requires("messages")
 
@@ -79,10 +79,8 @@ def test_max_tokens_and_stop_sequences_end_with_their_reason(message):
     assert cut["stop_reason"] == "max_tokens" or cut["usage"]["output_tokens"] < 2, (
         f"max_tokens=2 cut the reply, stop_reason 'max_tokens': {cut['stop_reason']!r}, {cut['usage']}"
     )
-    full = text_of(message())
-    word = next((w for w in full.split() if w.isalpha()), None)
-    assert word, f"the greedy reply {full!r} holds a word to stop on"
-    stopped = message(stop_sequences=[word])
+    full, tokens, word = stop_string_in(lambda tokens: text_of(message(max_tokens=tokens)))
+    stopped = message(max_tokens=tokens, stop_sequences=[word])
     assert (stopped["stop_reason"], stopped["stop_sequence"]) == ("stop_sequence", word), (
         f"the greedy reply {full!r} holds {word!r}, so stop_sequences=[{word!r}] ends it there with stop_reason "
         f"'stop_sequence' and stop_sequence {word!r}: got {stopped['stop_reason']!r}, {stopped['stop_sequence']!r}"
@@ -165,8 +163,14 @@ def test_invalid_request_is_4xx_with_an_error(vllm_http, vllm_server, fields):
 
 
 @pytest.mark.vllm_requires("tools")
-def test_tool_choice_any_calls_a_listed_tool(message):
-    body = message(messages=ASK_TOOL, tools=[WEATHER], tool_choice={"type": "any"}, max_tokens=TOOL_TOKENS)
+def test_tool_choice_any_calls_a_listed_tool(message, whitespace_bias):
+    fields = {"messages": ASK_TOOL, "tools": [WEATHER], "tool_choice": {"type": "any"}, "max_tokens": TOOL_TOKENS}
+    body, _ = finished(
+        lambda extra: message(**{**fields, **extra}),
+        lambda body: str(body["content"]) if body["stop_reason"] == "max_tokens" else None,
+        ("max_tokens", TOOL_TOKENS),
+        whitespace_bias,
+    )
     uses = [block for block in body["content"] if block["type"] == "tool_use"]
     assert uses and body["stop_reason"] == "tool_use", (
         f"tool_choice 'any' makes the reply hold a tool_use block and end with stop_reason 'tool_use': "

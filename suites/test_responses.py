@@ -14,7 +14,7 @@ with a 404 on retrieval lacks `responses_store`. With `tool_choice: "required"` 
 
 import pytest
 
-from pytest_vllm.checks.constraints import schema_violation
+from pytest_vllm.checks.constraints import finished, schema_violation
 from pytest_vllm.checks.expect import answered_ok
 from pytest_vllm.checks.openapi import validate, validate_event
 from pytest_vllm.checks.sse import read_events
@@ -104,10 +104,14 @@ def test_instructions_and_earlier_turns_reach_the_model(create):
     )
 
 
-def test_text_format_json_schema_is_enforced(create):
+def test_text_format_json_schema_is_enforced(create, whitespace_bias):
     fmt = {"format": {"type": "json_schema", "name": "answer", "schema": ANSWER, "strict": True}}
-    body = create(
-        input='Reply with the JSON object {"answer": "yes"} or {"answer": "no"}.', max_output_tokens=64, text=fmt
+    ask = 'Reply with the JSON object {"answer": "yes"} or {"answer": "no"}.'
+    body, _ = finished(
+        lambda extra: create(**{"input": ask, "max_output_tokens": 64, "text": fmt, **extra}),
+        cut_output,
+        ("max_output_tokens", 64),
+        whitespace_bias,
     )
     text = output_text(body)
     why = schema_violation(ANSWER)(text)
@@ -209,9 +213,18 @@ def test_cancelling_a_finished_response_is_refused(vllm_http, create):
     )
 
 
+def cut_output(body):
+    """The output so far of a Response cut by max_output_tokens (None if it was not)."""
+    cut = body["status"] == "incomplete" and (body.get("incomplete_details") or {}).get("reason") == "max_output_tokens"
+    return str(body["output"]) if cut else None
+
+
 @pytest.mark.vllm_requires("tools")
-def test_required_tool_choice_calls_a_listed_function(create):
-    body = create(input=ASK_TOOL, tools=[WEATHER], tool_choice="required", max_output_tokens=TOOL_TOKENS)
+def test_required_tool_choice_calls_a_listed_function(create, whitespace_bias):
+    fields = {"input": ASK_TOOL, "tools": [WEATHER], "tool_choice": "required", "max_output_tokens": TOOL_TOKENS}
+    body, _ = finished(
+        lambda extra: create(**{**fields, **extra}), cut_output, ("max_output_tokens", TOOL_TOKENS), whitespace_bias
+    )
     calls = [item for item in body["output"] if item.get("type") == "function_call"]
     assert calls, f"tool_choice 'required' makes the output hold a function_call item: {body['output']}"
     for call in calls:

@@ -5,9 +5,12 @@ only the likeliest token, so at temperature 1 they must give the greedy text wha
 A seed repeats a sampled answer; other seeds, and the choices of n > 1, differ from each other
 (at temperature 1.5 over 16 tokens, equal texts mean the sampling was ignored). `logit_bias`
 -100 and `bad_words` forbid the greedy first token, `allowed_token_ids` confines every token,
-`truncate_prompt_tokens` shows in usage, `prompt_logprobs` scores each prompt token, the presence
-and frequency penalties pick each greedy token as the best of the raw logprobs less the penalty
-of what was generated before (vLLM's default `--logprobs-mode raw_logprobs`), and the chat
+`truncate_prompt_tokens` shows in usage, `prompt_logprobs` scores each prompt token. The presence
+and frequency penalties and `ignore_eos` are checked on a witness, a case built so that the field
+must change the answer on the model under test: a token forced to repeat until, by the raw
+logprobs (vLLM's default `--logprobs-mode raw_logprobs`), the penalty must overturn it at a known
+step; the end-of-turn token forced, so that only `ignore_eos` lets generation go on. Tokens are
+compared by id, never by text. The chat
 template flags (`add_generation_prompt`, `continue_final_message`, chat `echo`) change the
 prompt exactly as /tokenize renders it. `suffix`, `best_of` and a request's own `chat_template`
 may be refused, never ignored. vLLM's beam search of width one is greedy whatever the
@@ -15,13 +18,13 @@ temperature, and wider beams are distinct; `stream_interval` puts that many toke
 `request_id` names the response.
 """
 
-import collections
 import math
 
 import pytest
 
 from pytest_vllm.checks.expect import answered_ok
 from pytest_vllm.checks.sse import read_stream
+from pytest_vllm.outcomes import Deviation, inconclusive
 
 pytestmark = pytest.mark.vllm_requires("completions")
 PROMPT = "Once upon a time"
@@ -129,41 +132,98 @@ def test_bad_words_forbid_the_greedy_word(complete):
     assert got.strip() != word.strip(), f"bad_words=[{word.strip()!r}] forbids the greedy first word: got {got!r}"
 
 
-PENALTIES = {"frequency": (2.0, 0.0), "presence": (0.0, 2.0), "both": (0.5, 0.5)}
-PENALISED_TOKENS = 48
+PENALTIES = {"frequency": (2.0, 0.0), "presence": (0.0, 2.0), "both": (1.0, 1.0)}
+PENALISED_TOKENS = 24
 TOP_LOGPROBS = 5  # OpenAI's most for /v1/completions
-MARGIN = 1e-3
+FORCE = 30.0  # a logit_bias under which one token repeats at every step, penalty or not
+MARGIN = 0.05  # logprob differences closer than this are near-ties, not evidence
 
 
-@pytest.mark.vllm_requires("logprobs")
-@pytest.mark.parametrize("penalty", PENALTIES)
-def test_penalties_lower_what_was_generated(complete, eos_fields, penalty):
-    """Greedy with a penalty picks, at each step, the token whose raw logprob less its penalty is
-    highest: frequency x (times generated so far) + presence x (generated before at all)."""
-    frequency, presence = PENALTIES[penalty]
-    body = complete(
-        max_tokens=PENALISED_TOKENS,
-        logprobs=TOP_LOGPROBS,
-        frequency_penalty=frequency,
-        presence_penalty=presence,
-        **eos_fields,
-    )
-    logprobs = body["choices"][0]["logprobs"]
-    generated = collections.Counter()
-    for step, (token, own, top) in enumerate(
-        zip(logprobs["tokens"], logprobs["token_logprobs"], logprobs["top_logprobs"], strict=False)
-    ):
-
-        def penalised(candidate, raw):
-            return raw - frequency * generated[candidate] - (presence if generated[candidate] else 0.0)
-
-        best = max(top, key=lambda candidate: penalised(candidate, top[candidate]))
-        assert penalised(best, top[best]) <= penalised(token, own) + MARGIN, (
-            f"frequency_penalty={frequency}, presence_penalty={presence}: step {step} chose {token!r} (raw logprob "
-            f"{own:.3f}, generated {generated[token]}x before), but {best!r} (raw {top[best]:.3f}, generated "
-            f"{generated[best]}x) scores higher after the penalty; text {text(body)!r}"
+def by_id(complete, **fields):
+    """(chosen ids, their raw logprobs, top alternatives {id: logprob}) of a greedy answer, tokens named by id
+    (vLLM's return_tokens_as_token_ids: "token_id:N", so tokens that decode alike stay apart)."""
+    logprobs = complete(logprobs=TOP_LOGPROBS, return_tokens_as_token_ids=True, **fields)["choices"][0]["logprobs"]
+    if not all(token.startswith("token_id:") for token in logprobs["tokens"]):
+        raise Deviation(
+            f"return_tokens_as_token_ids=true names each logprobs token 'token_id:N': got {logprobs['tokens'][:5]}",
+            "return_tokens_as_token_ids ignored",
         )
-        generated[token] += 1
+    return logprobs["tokens"], logprobs["token_logprobs"], logprobs["top_logprobs"]
+
+
+def penalty_after(count, frequency, presence):
+    return frequency * count + (presence if count else 0.0)
+
+
+@pytest.mark.vllm_requires("logprobs", "vllm_sampling")
+@pytest.mark.parametrize("penalty", PENALTIES)
+def test_penalties_overturn_a_repeated_token(complete, eos_fields, penalty):
+    """The witness: logit_bias +30 makes the greedy first token T repeat at every step. From those steps'
+    raw logprobs (vLLM's default --logprobs-mode) the check computes a smaller bias under which T still
+    repeats without a penalty, but the penalty (frequency x times generated + presence if generated)
+    must overturn it at a known step; then asks for exactly that, with and without the penalty."""
+    frequency, presence = PENALTIES[penalty]
+    [first], [raw_first], _ = by_id(complete, max_tokens=1)
+    forced, raw, top = by_id(complete, max_tokens=PENALISED_TOKENS, logit_bias={first[9:]: FORCE}, **eos_fields)
+    if set(forced) != {first}:
+        inconclusive(f"logit_bias +{FORCE} on the greedy first token {first} does not make it repeat: {forced}")
+    if abs(raw[0] - raw_first) > MARGIN:
+        inconclusive(f"the logprobs include the logit_bias ({raw[0]:.3f} vs {raw_first:.3f} without it), not raw")
+    # d[s]: how far the best other token is above T at step s (prefix T^s), on the raw logprobs
+    d = [
+        max(v for k, v in alternatives.items() if k != first) - own for own, alternatives in zip(raw, top, strict=True)
+    ]
+    witness = None
+    for step in range(1, PENALISED_TOKENS):  # the first step with room for a bias between the bounds
+        low = max([d[step]] + [d[s] + penalty_after(s, frequency, presence) for s in range(step)]) + MARGIN
+        high = d[step] + penalty_after(step, frequency, presence) - MARGIN
+        if low < high:
+            witness = step, (low + high) / 2
+            break
+    if witness is None:
+        inconclusive(f"no step where {penalty} penalties must overturn the repeated token {first} (gaps {d})")
+    step, bias = witness
+    fields = {"max_tokens": step + 1, "logit_bias": {first[9:]: round(bias, 4)}, **eos_fields}
+    plain, _, _ = by_id(complete, **fields)
+    if plain != [first] * (step + 1):
+        inconclusive(f"logit_bias {bias:+.3f} should repeat {first} for {step + 1} steps without a penalty: {plain}")
+    penalised, _, _ = by_id(complete, frequency_penalty=frequency, presence_penalty=presence, **fields)
+    assert penalised == [first] * step + penalised[step:] and penalised[step] != first, (
+        f"frequency_penalty={frequency}, presence_penalty={presence}: with logit_bias {bias:+.3f} the greedy "
+        f"token {first} repeats ({plain}); the penalty keeps it for {step} steps (it costs less than its lead) "
+        f"and overturns it at step {step} (it costs {penalty_after(step, frequency, presence):.2f}, its lead is "
+        f"{bias - d[step]:.2f}): got {penalised}"
+    )
+
+
+EOS_STEPS = 4
+
+
+@pytest.mark.vllm_requires("vllm_sampling", "chat", "tokenize", "return_token_ids")
+def test_ignore_eos_generates_past_a_forced_eos(vllm_http, vllm_server, complete):
+    """The witness: the token the chat template closes an assistant turn with, forced (logit_bias +100),
+    ends generation at once; with ignore_eos the answer runs to max_tokens."""
+    turn = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    rendered = []
+    for flags in ({"continue_final_message": True}, {}):
+        response = vllm_http.post(
+            "/tokenize", json={"model": vllm_server.model, "messages": turn, "add_generation_prompt": False, **flags}
+        )
+        answered_ok(response, f"/tokenize {flags}")
+        rendered.append(response.json()["tokens"])
+    open_turn, closed_turn = rendered
+    if closed_turn[: len(open_turn)] != open_turn or len(closed_turn) == len(open_turn):
+        inconclusive(f"the chat template closes no assistant turn with a token after its text: {closed_turn}")
+    end = closed_turn[len(open_turn)]
+    forced = {"logit_bias": {str(end): 100}, "max_tokens": EOS_STEPS, "return_token_ids": True}
+    stopped = complete(**forced)["choices"][0]
+    if stopped["finish_reason"] != "stop" or len(stopped["token_ids"]) > 1:
+        inconclusive(f"token {end}, which closes an assistant turn, is not an end of sequence here: {stopped}")
+    went_on = complete(**forced, ignore_eos=True)["choices"][0]
+    assert (went_on["finish_reason"], len(went_on["token_ids"])) == ("length", EOS_STEPS), (
+        f"ignore_eos=true goes on past the end-of-sequence token {end} (forced with logit_bias +100, it ends "
+        f"the answer at once without ignore_eos): {went_on['finish_reason']!r} after {went_on['token_ids']}"
+    )
 
 
 @pytest.mark.vllm_requires("vllm_sampling")
@@ -256,14 +316,16 @@ def test_chat_echo_prepends_the_continued_message(chat):
     )
 
 
-@pytest.mark.vllm_requires("vllm_sampling")
+@pytest.mark.vllm_requires("vllm_sampling", "return_token_ids")
 def test_beam_search_of_width_one_is_greedy(complete):
-    """A beam of width one keeps the likeliest token at each step: greedy, even at temperature 1.5."""
-    beam = text(complete(**SAMPLED, seed=SEEDS[0], use_beam_search=True, ignore_eos=True))
-    greedy = text(complete(ignore_eos=True))
-    assert beam == greedy, (
-        f"use_beam_search with n=1 (a width-one beam) gives the greedy text whatever the temperature: "
-        f"{beam!r} != {greedy!r}"
+    """A beam of width one keeps the likeliest token at each step: greedy, even at temperature 1.5 (the
+    tokens compared by id: texts of partial UTF-8 may be decoded differently)."""
+    beam = complete(**SAMPLED, seed=SEEDS[0], use_beam_search=True, ignore_eos=True, return_token_ids=True)
+    greedy = complete(ignore_eos=True, return_token_ids=True)
+    ids = [body["choices"][0]["token_ids"] for body in (beam, greedy)]
+    assert ids[0] == ids[1], (
+        f"use_beam_search with n=1 (a width-one beam) gives the greedy tokens whatever the temperature: "
+        f"{ids[0]} ({text(beam)!r}) != {ids[1]} ({text(greedy)!r})"
     )
 
 

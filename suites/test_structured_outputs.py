@@ -3,8 +3,9 @@
 `response_format` (`json_object`, `json_schema` with and without `strict`) and vLLM's
 `structured_outputs` (`json`, `regex`, `choice`, `grammar` in GBNF and Lark) on chat and
 completions: each output is checked by the suite itself (pytest_vllm.checks.constraints), the streamed
-deltas joined first. The constraints are bounded so any model finishes within `TOKENS`; an output
-cut by max_tokens cannot be judged, and fails as "did not finish". Invalid constraints must be 4xx.
+deltas joined first. The constraints are bounded, yet a grammar leaves JSON's whitespace free and a
+model may spend any budget on it: an output cut by max_tokens is asked for once more with a larger
+budget and that whitespace forbidden, and is inconclusive if cut again. Invalid constraints must be 4xx.
 
 Fail-open probes: a field the server answers 200 but does not enforce fails as "accepted but
 ignored". Each probe biases (logit_bias +100, greedy) a token whose text no valid output holds, so
@@ -16,7 +17,13 @@ is not vLLM may enforce the first and not know the second.
 
 import pytest
 
-from pytest_vllm.checks.constraints import CONSTRAINTS, FOREIGN_CHARACTERS, REMOVED_FIELDS, schema_violation
+from pytest_vllm.checks.constraints import (
+    CONSTRAINTS,
+    FOREIGN_CHARACTERS,
+    REMOVED_FIELDS,
+    finished,
+    schema_violation,
+)
 from pytest_vllm.checks.expect import answered_ok
 from pytest_vllm.checks.sse import join_choices, read_stream
 
@@ -58,10 +65,10 @@ def generate(vllm_http, vllm_server):
 
 
 def assert_finished(name, text, finish_reason, max_tokens):
+    """For a constraint with no free whitespace, that admits only outputs of a few tokens."""
     assert finish_reason != "length", (
-        f"{name}: the model did not finish within max_tokens={max_tokens} (finish_reason 'length'), so "
-        f"whether the output meets its constraint cannot be judged; the constraints here are bounded so "
-        f"that a model can finish by itself. Output so far: {text[:300]!r}"
+        f"{name}: the constraint admits only outputs of a few tokens, yet the output was cut by "
+        f"max_tokens={max_tokens} (finish_reason 'length'): {text[:300]!r}"
     )
 
 
@@ -95,10 +102,15 @@ CASES = [
 
 
 @pytest.mark.parametrize(("name", "endpoint", "stream"), CASES)
-def test_output_meets_its_constraint(generate, name, endpoint, stream):
+def test_output_meets_its_constraint(generate, whitespace_bias, name, endpoint, stream):
     constraint = CONSTRAINTS[name]
-    text, finish_reason = generate(endpoint, {**ask_for(endpoint, constraint.describe), **constraint.fields}, stream)
-    assert_finished(name, text, finish_reason, TOKENS)
+    fields = {**ask_for(endpoint, constraint.describe), **constraint.fields}
+    (text, _), _ = finished(
+        lambda extra: generate(endpoint, {**fields, **extra}, stream),
+        lambda answer: answer[0] if answer[1] == "length" else None,
+        ("max_tokens", TOKENS),
+        whitespace_bias,
+    )
     why = constraint.violation(text)
     assert why is None, (
         f"{name} ({constraint.fields}) constrains the {'joined streamed ' if stream else ''}output, but {text!r} {why}"

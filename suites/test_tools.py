@@ -14,7 +14,7 @@ import json
 
 import pytest
 
-from pytest_vllm.checks.constraints import call_violations, tool_call_deltas
+from pytest_vllm.checks.constraints import call_violations, finished, tool_call_deltas
 from pytest_vllm.checks.expect import answered_ok
 from pytest_vllm.checks.sse import join_choices, read_stream
 
@@ -87,13 +87,22 @@ def assert_not_ignored(what, body):
     )
 
 
-def assert_finished(what, body, max_tokens=TOKENS):
-    [choice] = body["choices"]
-    assert choice["finish_reason"] != "length", (
-        f"{what}: the model did not finish within max_tokens={max_tokens} (finish_reason 'length'), so the "
-        f"forced call cannot be judged; the tools' schemas are bounded so a model can finish by itself. "
-        f"Message so far: {choice['message']}"
-    )
+@pytest.fixture
+def forced(chat, whitespace_bias):
+    """`forced(**fields)`: (body, the fields added) of an answer that finished, retried once if max_tokens
+    cut it (`finished`): a forced call cut short cannot be judged, it is not a call ignored."""
+
+    def send(**fields):
+        return finished(
+            lambda extra: chat(**{**fields, **extra}),
+            lambda body: (
+                str(body["choices"][0]["message"]) if body["choices"][0]["finish_reason"] == "length" else None
+            ),
+            ("max_tokens", fields.get("max_tokens", TOKENS)),
+            whitespace_bias,
+        )
+
+    return send
 
 
 def assert_well_formed(what, calls):
@@ -112,11 +121,10 @@ def test_none_makes_no_call(chat):
 
 
 @pytest.mark.parametrize("parallel", [None, False], ids=["parallel-default", "parallel_tool_calls=false"])
-def test_required_calls_a_tool(chat, parallel):
+def test_required_calls_a_tool(forced, parallel):
     fields = {"tool_choice": "required"} | ({} if parallel is None else {"parallel_tool_calls": parallel})
-    body = chat(**fields)
+    body, _ = forced(**fields)
     assert_not_ignored(f"tool_choice 'required' {fields}", body)
-    assert_finished(f"tool_choice 'required' {fields}", body)
     calls, finish_reason = calls_of(body)
     assert calls and finish_reason == "tool_calls", (
         f"tool_choice 'required' makes the model call one or more tools, with finish_reason 'tool_calls' "
@@ -127,10 +135,9 @@ def test_required_calls_a_tool(chat, parallel):
         assert len(calls) == 1, f"parallel_tool_calls=false allows at most one call per turn (OpenAI): {calls}"
 
 
-def test_named_tool_choice_calls_that_function(chat):
-    body = chat(tool_choice=NAMED)
+def test_named_tool_choice_calls_that_function(forced):
+    body, _ = forced(tool_choice=NAMED)
     assert_not_ignored(f"tool_choice {NAMED}", body)
-    assert_finished("a named tool_choice", body)
     calls, finish_reason = calls_of(body)
     names = [call["function"]["name"] for call in calls]
     assert names and set(names) == {"get_time"} and finish_reason == "stop", (
@@ -165,10 +172,9 @@ def test_call_cut_by_max_tokens_finishes_with_length(chat, choice, stream):
 
 
 @pytest.mark.parametrize("choice", ["required", NAMED], ids=["required", "named"])
-def test_streamed_calls_join_to_the_non_streamed_calls(chat, choice):
-    body = chat(tool_choice=choice)
-    chunks = chat(tool_choice=choice, stream=True)
-    assert_finished(f"tool_choice {choice!r}", body)
+def test_streamed_calls_join_to_the_non_streamed_calls(chat, forced, choice):
+    body, extra = forced(tool_choice=choice)
+    chunks = chat(tool_choice=choice, stream=True, **extra)
     by_index = tool_call_deltas(chunks)
     assert sorted(by_index) == list(range(len(by_index))), (
         f"streamed tool calls are numbered by index 0, 1, ... without gaps: indices {sorted(by_index)}"

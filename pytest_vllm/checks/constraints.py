@@ -11,6 +11,10 @@ reading of the grammar's language). Schemas are bounded (enums, `maxLength`, `ma
 
 For tool calling: `call_violations` checks returned calls against the request's tools, and
 `tool_call_deltas` groups a stream's tool-call deltas by call index.
+
+A constrained output cut by the token budget cannot be judged: `finished` asks once more with a
+larger budget and the whitespace the output wasted forbidden (a JSON grammar leaves whitespace
+free, and a model may spend any budget on it), and ends the check inconclusive if that is cut too.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from jsonschema import Draft202012Validator
+
+from pytest_vllm.outcomes import inconclusive
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -170,3 +176,33 @@ def tool_call_deltas(chunks: list[dict[str, Any]], choice: int = 0) -> dict[int,
                 for delta in part["delta"].get("tool_calls") or []:
                     by_index.setdefault(delta.get("index"), []).append(delta)
     return by_index
+
+
+Answer = TypeVar("Answer")
+RETRY_BUDGET = 4  # the second try's budget, in multiples of the first's
+
+
+def finished(
+    send: Callable[[dict[str, Any]], Answer],
+    cut_text: Callable[[Answer], str | None],
+    budget: tuple[str, int],
+    whitespace_bias: Callable[[str], dict[str, int]],
+) -> tuple[Answer, dict[str, Any]]:
+    """(answer, the fields added to get it): `send({})`'s answer where generation finished; where
+    `cut_text(answer)` says the budget `(field, max tokens)` cut it (the text so far; None: it
+    finished), `send` once more with `RETRY_BUDGET` times the budget and `whitespace_bias(text so
+    far)`; inconclusive if that is cut too."""
+    answer = send({})
+    text = cut_text(answer)
+    if text is None:
+        return answer, {}
+    field, tokens = budget
+    extra = {field: tokens * RETRY_BUDGET, "logit_bias": whitespace_bias(text)}
+    answer = send(extra)
+    retried = cut_text(answer)
+    if retried is None:
+        return answer, extra
+    inconclusive(
+        f"cut by {field}={tokens} and again by {tokens * RETRY_BUDGET} with logit_bias -100 on whitespace, so "
+        f"whether it meets the constraint cannot be judged; output so far: {retried[:200]!r}"
+    )

@@ -5,15 +5,17 @@ OpenAI's clients do, but asserts each framing rule they silently forgive: the
 `text/event-stream` content type, `data: ` frames separated by a blank line, one
 `data: [DONE]` sent once and last, a JSON object in every other frame, no mid-stream error.
 `join_choices` folds the chunks of each choice into what the non-streamed answer holds, so
-a check can compare the two. `stop_string_from` picks a stop string that a model's own output holds.
+a check can compare the two. `stop_string_in` picks a stop string that a model's own output holds.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pytest_vllm.checks.answers import answer
+from pytest_vllm.outcomes import inconclusive
 
 if TYPE_CHECKING:
     import httpx
@@ -112,9 +114,22 @@ def join_choices(chunks: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
     return joined
 
 
-def stop_string_from(text: str, length: int = 3) -> str:
-    """A substring of `text` to use as a stop string: the one first occurring latest."""
+def stop_string_from(text: str, length: int = 3) -> str | None:
+    """A substring of `text` to use as a stop string: the one first occurring latest (None: too short)."""
     candidates = [text[i : i + length] for i in range(len(text) - length + 1)]
     candidates = [c for c in candidates if "\ufffd" not in c]
-    assert candidates, f"the model's output {text!r} has no {length}-character substring to stop at"
-    return max(candidates, key=text.find)
+    return max(candidates, key=text.find) if candidates else None
+
+
+STOP_BUDGETS = (12, 48)
+
+
+def stop_string_in(answer: Callable[[int], str]) -> tuple[str, int, str]:
+    """(answer, max_tokens, stop string): `answer(max_tokens)`, the greedy text, at the first budget of
+    `STOP_BUDGETS` long enough to pick a stop string from; inconclusive if none is."""
+    for tokens in STOP_BUDGETS:
+        full = answer(tokens)
+        stop = stop_string_from(full)
+        if stop is not None:
+            return full, tokens, stop
+    inconclusive(f"the greedy answer {full!r} ({tokens} tokens) is too short to pick a stop string from")

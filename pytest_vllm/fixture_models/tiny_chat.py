@@ -102,7 +102,7 @@ CHAT_TEMPLATE = r"""
 """.strip()
 
 
-def _render(sample: dict[str, Any] | str) -> str:
+def render(sample: dict[str, Any] | str) -> str:
     from transformers.utils.chat_template_utils import render_jinja_template
 
     if isinstance(sample, str):
@@ -186,7 +186,7 @@ def build(out: Path, models: dict[str, Path]) -> None:
     torch.manual_seed(SEED)
     torch.set_flush_denormal(True)
     lexicon = json.loads(LEXICON.read_text())
-    texts = [_render(sample) for sample in Synth(lexicon, SEED).samples(TRAINING["conversations"])]
+    texts = [render(sample) for sample in Synth(lexicon, SEED).samples(TRAINING["conversations"])]
     tokenizer = _train_tokenizer(texts)
     eos, pad = tokenizer.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
     config = LlamaConfig(
@@ -200,7 +200,7 @@ def build(out: Path, models: dict[str, Path]) -> None:
     model.save_pretrained(out)
     save_tokenizer(tokenizer, out)
     for index, lora in enumerate(LORA_NAMES):
-        _write_lora(model, out / "loras" / lora, seed=SEED + 1 + index)
+        write_lora(model, out / "loras" / lora, seed=SEED + 1 + index, base="tiny-chat")
 
 
 def save_tokenizer(tokenizer, out: Path) -> None:
@@ -214,7 +214,7 @@ def save_tokenizer(tokenizer, out: Path) -> None:
     (out / "chat_template.jinja").write_text(CHAT_TEMPLATE)
 
 
-def _write_lora(model, out: Path, seed: int) -> None:
+def write_lora(model, out: Path, seed: int, base: str) -> None:
     """A random rank-8 LoRA on q_proj/v_proj, strong enough to change greedy output."""
     import torch
     from safetensors.torch import save_file
@@ -233,7 +233,7 @@ def _write_lora(model, out: Path, seed: int) -> None:
     config = {
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
-        "base_model_name_or_path": "tiny-chat",
+        "base_model_name_or_path": base,
         "r": LORA_RANK,
         "lora_alpha": LORA_ALPHA,
         "lora_dropout": 0.0,
