@@ -156,23 +156,41 @@ def _lora(p: Probe) -> bool:
     return any(entry.get("parent") for entry in response.json()["data"])
 
 
-def _png_data_url(pixels: list[tuple[int, int, int]]) -> str:
+def _png_data_url(side: int, pixels: list[tuple[int, int, int]]) -> str:
     from PIL import Image
 
-    image = Image.new("RGB", (32, 32))
+    image = Image.new("RGB", (side, side))
     image.putdata(pixels)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
+_IMAGE_SIDES = (32, 4)  # a smaller image where the first is too long a prompt (a server pasting it as text)
+_TOO_LONG = ("context", "too long", "exceed", "maximum")
+
+
 def _vision(p: Probe) -> bool:
     """Images reach the model. On vLLM, an image accepted (200); elsewhere, an image adds prompt
     tokens, as many for a plain image as for a noisy one of the same size (a server that pastes parts
-    in as text counts the URL), and the two change what the model predicts (a placeholder does not)."""
+    in as text counts the URL), and the two change what the model predicts (a placeholder does not).
+    A 400 for the prompt's length is ambiguous (a server pasting the URL in as text, or a model with a
+    short context): the probe asks again with a 4x4 image before it judges."""
+    *larger, smallest = _IMAGE_SIDES
+    for side in larger:
+        try:
+            return _image_reaches_the_model(p, side)
+        except ProbeError as error:
+            if not any(word in str(error).lower() for word in _TOO_LONG):
+                raise
+    return _image_reaches_the_model(p, smallest)
+
+
+def _image_reaches_the_model(p: Probe, side: int) -> bool:
     rng = random.Random(0)
-    plain = _png_data_url([(200, 30, 30)] * 1024)
-    noisy = _png_data_url([(rng.randrange(256), rng.randrange(256), rng.randrange(256)) for _ in range(1024)])
+    pixels = side * side
+    plain = _png_data_url(side, [(200, 30, 30)] * pixels)
+    noisy = _png_data_url(side, [(rng.randrange(256), rng.randrange(256), rng.randrange(256)) for _ in range(pixels)])
     answers = []
     for url in (None, plain, noisy):
         content: list[dict[str, Any]] = [{"type": "text", "text": "What is this?"}]

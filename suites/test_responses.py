@@ -9,7 +9,9 @@ text deltas join to the final text. Retrieving a stored response, and continuing
 VLLM_ENABLE_RESPONSES_API_STORE=1; the embedded default sets it); a server that answers `store`
 with a 404 on retrieval lacks `responses_store`. With `tool_choice: "required"` the output holds a
 `function_call` of a listed tool, its arguments valid against the tool's strict schema; its
-`function_call_output` turn is answered.
+`function_call_output` turn is answered. A Response's `status` is tied to what happened: 'incomplete'
+(reason max_output_tokens) where the budget cut an answer known to be longer, 'completed' where the
+answer ended before its budget.
 """
 
 import pytest
@@ -18,6 +20,7 @@ from pytest_vllm.checks.constraints import finished, schema_violation
 from pytest_vllm.checks.expect import answered_ok
 from pytest_vllm.checks.openapi import validate, validate_event
 from pytest_vllm.checks.sse import read_events
+from pytest_vllm.outcomes import inconclusive
 
 pytestmark = pytest.mark.vllm_requires("responses")
 
@@ -86,6 +89,39 @@ def test_create_answers_with_a_completed_message(create):
     ), f"usage counts at most max_output_tokens={TOKENS} output tokens, total = input + output: {usage}"
     if body["status"] == "incomplete":
         assert body["incomplete_details"]["reason"] == "max_output_tokens", body["incomplete_details"]
+
+
+CUT = 2
+
+
+def test_a_response_cut_by_max_output_tokens_is_incomplete(create):
+    """The witness: the greedy answer at a larger budget is longer than `CUT` tokens, so at max_output_tokens
+    `CUT` the same answer is cut: status 'incomplete', for reason max_output_tokens."""
+    full = create()
+    if full["usage"]["output_tokens"] <= CUT:
+        inconclusive(f"the greedy answer is {full['usage']['output_tokens']} tokens, too short to be cut: {full}")
+    cut = create(max_output_tokens=CUT)
+    state = (cut["status"], (cut.get("incomplete_details") or {}).get("reason"), cut["usage"]["output_tokens"])
+    assert state == ("incomplete", "max_output_tokens", CUT), (
+        f"the greedy answer runs to {full['usage']['output_tokens']} tokens, so max_output_tokens={CUT} cuts it: "
+        f"status 'incomplete', incomplete_details.reason 'max_output_tokens', {CUT} output tokens; got status "
+        f"{cut['status']!r}, incomplete_details {cut.get('incomplete_details')!r}, usage {cut['usage']}"
+    )
+
+
+def test_a_response_that_finished_is_completed(create):
+    """The witness: an answer that ended before its budget (at the first of two budgets where one does)
+    finished by itself: status 'completed', no incomplete_details."""
+    for budget in (TOKENS, TOOL_TOKENS * 4):
+        body = create(max_output_tokens=budget)
+        if body["usage"]["output_tokens"] < budget:
+            break
+    else:
+        inconclusive(f"the greedy answer runs to every budget, up to {budget} tokens: nothing finished by itself")
+    assert (body["status"], body.get("incomplete_details")) == ("completed", None), (
+        f"the answer ended at {body['usage']['output_tokens']} of max_output_tokens={budget} tokens, by itself: "
+        f"status 'completed' and no incomplete_details; got {body['status']!r}, {body.get('incomplete_details')!r}"
+    )
 
 
 def test_instructions_and_earlier_turns_reach_the_model(create):

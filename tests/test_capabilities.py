@@ -1,0 +1,42 @@
+"""The vision probe on a text-only server that pastes image URLs into the prompt as text (as llama.cpp's
+server does with some chat templates): a 400 for the prompt's length is not taken as a broken server;
+the probe asks again with a small image, and the server is judged to lack vision."""
+
+import json
+
+import httpx
+import pytest
+
+from pytest_vllm.capabilities import Probe, _vision
+from pytest_vllm.launchers import VllmServer
+from pytest_vllm.outcomes import ProbeError
+
+CONTEXT = 1024
+
+
+def pasting_server(request: httpx.Request) -> httpx.Response:
+    """A text-only chat server: every part of a message is text, a data URL's characters are tokens."""
+    content = json.loads(request.content)["messages"][0]["content"]
+    tokens = sum(len(part.get("text") or part["image_url"]["url"]) for part in content)
+    if tokens > CONTEXT:
+        return httpx.Response(400, json={"error": {"message": f"Requested tokens ({tokens}) exceed context window"}})
+    choice = {"index": 0, "message": {"role": "assistant", "content": "x"}, "finish_reason": "length"}
+    return httpx.Response(200, json={"choices": [choice], "usage": {"prompt_tokens": tokens}})
+
+
+def probe(handler) -> Probe:
+    server = VllmServer("http://server", "model", ["model"], "", "remote")
+    client = httpx.Client(base_url=server.base_url, transport=httpx.MockTransport(handler))
+    return Probe(server, client, has=lambda capability: False)
+
+
+def test_a_server_pasting_the_image_as_text_lacks_vision():
+    assert _vision(probe(pasting_server)) is False
+
+
+def test_another_400_is_still_a_probe_error():
+    def broken(request):
+        return httpx.Response(400, json={"error": {"message": "invalid image_url"}})
+
+    with pytest.raises(ProbeError, match="invalid image_url"):
+        _vision(probe(broken))
