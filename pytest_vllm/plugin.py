@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 SESSION = pytest.StashKey[VllmSession]()
 TICKER = pytest.StashKey[Any]()
+RESULTS = pytest.StashKey[ReportPlugin]()
 _EXCHANGES_SHOWN = 3
 
 
@@ -52,7 +53,8 @@ def pytest_configure(config: pytest.Config) -> None:
     vllm = VllmSession(_settings.resolve(config), shared_dir, owner=not workerinput)
     config.stash[SESSION] = vllm
     if not workerinput:
-        config.pluginmanager.register(ReportPlugin(vllm), "vllm-report")
+        config.stash[RESULTS] = ReportPlugin(vllm)
+        config.pluginmanager.register(config.stash[RESULTS], "vllm-report")
         if vllm.settings.url is None:  # models to build and servers to start: say so as it happens
             from pytest_vllm.progress import Ticker, console
 
@@ -142,6 +144,9 @@ def pytest_runtest_makereport(
     note = Note(check_id(item))
     if report.when == "teardown":
         note.request_seconds, note.findings = vllm.recorder.seconds(), vllm.recorder.findings
+    elif report.when == "call":
+        servers = _servers_of(item, vllm)
+        note.server = servers[0].base_url if len(servers) == 1 else ""  # where --vllm-prove tries it again
     error = call.excinfo.value if call.excinfo is not None else None
     if isinstance(error, Unsupported):
         note.outcome, note.reason = "unsupported", verdicts.denoise(error.msg)
@@ -235,10 +240,29 @@ def pytest_report_teststatus(report: pytest.TestReport) -> tuple[str, str, tuple
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    ticker = session.config.stash.get(TICKER, None)
-    if ticker is not None:
-        ticker.stop()  # what is left to say comes before the summary
-    session.config.stash[SESSION].close()
+    vllm = session.config.stash[SESSION]
+    try:
+        if vllm.owner and vllm.settings.prove and session.exitstatus in (0, 1):
+            _prove(session.config, vllm)  # while the servers are up, before the report is written
+    finally:
+        ticker = session.config.stash.get(TICKER, None)
+        if ticker is not None:
+            ticker.stop()  # what is left to say comes before the summary
+        vllm.close()
+
+
+def _prove(config: pytest.Config, vllm: VllmSession) -> None:
+    """--vllm-prove: each passed check again through the faults that target it (prove.py)."""
+    from pytest_vllm import prove
+
+    write = lambda line: _write_line(config, f"vllm: {line}")  # noqa: E731 - one line to the terminal
+    stopped = vllm.stopped()
+    if stopped:
+        write(f"not proving the passes: the run was stopped ({stopped})")
+        return
+    results = config.stash[RESULTS]
+    with prove.Runner(vllm.settings) as runner:
+        results.proof = prove.prove(results.records.values(), vllm.server_at, runner, write)
 
 
 @pytest.fixture(scope="session")

@@ -46,15 +46,16 @@ class ServerPool:
             server = self.launcher.start(spec, self.shared_dir, self.startup_timeout)
         except VllmServerError as error:
             return json.dumps({"error": str(error)})
-        return json.dumps({"server": server.to_json()})
+        return json.dumps({"server": server.to_json(), "keyed": bool(spec.api_key)})  # the key itself stays in memory
 
-    def launched(self) -> list[VllmServer]:
-        """Every server this run launched (read from the shared records)."""
+    def launched(self, key: str | None = None) -> list[VllmServer]:
+        """Every server this run launched (read from the shared records); `key`: the one those launched
+        with a key have."""
         servers = []
         for record in sorted(self.shared_dir.glob("*.json")):
             data = json.loads(record.read_text())
             if "server" in data:
-                servers.append(VllmServer.from_json(data["server"], None))
+                servers.append(VllmServer.from_json(data["server"], key if data.get("keyed") else None))
         return servers
 
     def close(self) -> None:

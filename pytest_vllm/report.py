@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from pytest_vllm.session import VllmSession
 
 OUTCOMES = ("passed", "failed", "unsupported", "skipped", "error")
+PROOFS = ("proved", "unproved", "inconclusive", "untargeted")  # --vllm-prove's finding on a passed check
 _RANK = {"passed": 0, "skipped": 1, "unsupported": 2, "failed": 3, "error": 4}
 _DETAILS_LIMIT = 20000
 
@@ -38,6 +39,9 @@ class Record:
     properties: dict = field(default_factory=dict)
     findings: list = field(default_factory=list)
     curl: str = ""  # a failed check's last request, to repeat by hand
+    server: str = ""  # the base URL of the server the check ran against ("" for none, or several)
+    proof: str = ""  # with --vllm-prove, of a passed check: proved, unproved, inconclusive or untargeted
+    proof_reason: str = ""
 
 
 @dataclass
@@ -52,6 +56,7 @@ class Note:
     curl: str = ""  # a failed check's last request, to repeat by hand
     request_seconds: float = 0.0
     findings: list = field(default_factory=list)
+    server: str = ""
 
     @classmethod
     def of(cls, report: pytest.TestReport) -> Note:
@@ -96,6 +101,7 @@ class ReportPlugin:
         self.records: dict[str, Record] = {}
         self.started = time.time()
         self.comparison: Any = None
+        self.proof: dict | None = None  # with --vllm-prove: the count of each proof, and the seconds it took
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         note = Note.of(report)
@@ -110,6 +116,7 @@ class ReportPlugin:
         record.request_seconds += note.request_seconds
         record.findings += note.findings
         record.properties.update((str(k), v) for k, v in report.user_properties)
+        record.server = note.server or record.server
         if _RANK[outcome] > _RANK[record.outcome] or (outcome != "passed" and not record.reason):
             record.outcome = max(record.outcome, outcome, key=_RANK.__getitem__)
             record.reason = note.reason or _first_line(report)
@@ -130,7 +137,10 @@ class ReportPlugin:
     def counts(self) -> dict[str, Counter]:
         table: dict[str, Counter] = {}
         for record in self.records.values():
-            table.setdefault(record.area, Counter())[record.outcome] += 1
+            counts = table.setdefault(record.area, Counter())
+            counts[record.outcome] += 1
+            if record.proof:
+                counts["unproved"] += record.proof == "unproved"  # a column of its own once proving
         return table
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -149,6 +159,9 @@ class ReportPlugin:
         records = [asdict(r) for r in self.records.values()]
         for line in reason_lines(records) + finding_lines(records):
             write(line)
+        if self.proof is not None:
+            for line in proof_lines(records, self.proof):
+                write(line)
         if self.comparison is not None:
             for line in self.comparison.lines(settings.baseline):
                 write(line)
@@ -166,6 +179,8 @@ class ReportPlugin:
             "counts": {area: dict(c) for area, c in sorted(self.counts().items())},
             "checks": [asdict(r) for r in self.records.values()],
         }
+        if self.proof is not None:
+            data["proof"] = self.proof
         if self.comparison is not None:
             data["gate"] = {
                 "baseline": str(self.vllm.settings.baseline),
@@ -188,11 +203,12 @@ def server_line(server: dict) -> str:
 
 
 def table_lines(counts: dict[str, Counter]) -> list[str]:
-    """The per-area table of outcomes, one line per feature area."""
+    """The per-area table of outcomes, one line per feature area (and the passes unproved, once proving)."""
     width = max([len("area")] + [len(area) for area in counts])
-    lines = ["area".ljust(width) + "".join(f"{o:>13}" for o in OUTCOMES)]
+    columns = OUTCOMES + (("unproved",) if any("unproved" in c for c in counts.values()) else ())
+    lines = ["area".ljust(width) + "".join(f"{o:>13}" for o in columns)]
     for area in sorted(counts):
-        lines.append(area.ljust(width) + "".join(f"{counts[area].get(o, 0):>13}" for o in OUTCOMES))
+        lines.append(area.ljust(width) + "".join(f"{counts[area].get(o, 0):>13}" for o in columns))
     return lines
 
 
@@ -211,6 +227,18 @@ def finding_lines(records: list[dict]) -> list[str]:
         for r in records
         for f in r.get("findings", [])
     ]
+
+
+def proof_lines(records: list[dict], proof: dict) -> list[str]:
+    """What --vllm-prove found: the count of each proof, then each unproved and inconclusive pass with why."""
+    counts = ", ".join(f"{proof[p]} {p}" for p in PROOFS)
+    lines = [f"proof of the passes: {counts} ({proof['runs']} fault runs, {proof['seconds']:.0f} s)"]
+    unproved = sorted((r["id"], r["proof_reason"]) for r in records if r.get("proof") == "unproved")
+    if unproved:
+        lines.append(f"{len(unproved)} pass{'es' if len(unproved) > 1 else ''} unproved:")
+        lines += [f"unproved: {check}: {why}" for check, why in unproved]
+    inconclusive = sorted((r["id"], r["proof_reason"]) for r in records if r.get("proof") == "inconclusive")
+    return lines + [f"inconclusive: {check}: {why}" for check, why in inconclusive]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -234,6 +262,8 @@ def main(argv: list[str] | None = None) -> None:
         checks = data["checks"]
         for line in reason_lines(checks) + finding_lines(checks):
             print(line)
+        if "proof" in data:
+            print("\n".join(proof_lines(checks, data["proof"])))
         for check in checks:
             if check.get("curl"):
                 print(f"repeat {check['id']}: {check['curl']}")

@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from pytest_vllm.launchers import ServerSpec, VllmServer
     from pytest_vllm.pool import ServerPool
 
-# The embedded default: which fixture model serves the checks of each capability.
-EMBEDDED_MAIN = "tiny-chat"
+# The embedded default: which fixture model serves the checks of each capability (the chat
+# model, --vllm-fixture-model, serves the others).
 EMBEDDED_BY_CAPABILITY = {"vision": "tiny-vision", "embeddings": "minilm-embed", "classify": "minilm-rerank"}
 EMBEDDED_ENV = (
     ("HF_HUB_OFFLINE", "1"),
@@ -87,7 +87,7 @@ class VllmSession:
         s = self.settings
         try:
             if s.url is None:
-                return self.pool.get(self._spec(EMBEDDED_MAIN))
+                return self.pool.get(self._spec(s.fixture_model))
             if self._remote is None:
                 from pytest_vllm.launchers import connect
 
@@ -122,7 +122,7 @@ class VllmSession:
         """A differently configured copy of the launched server, one per configuration."""
         if self.settings.url is not None:
             raise Unsupported("unsupported: launching a server (testing the server at --vllm-url)")
-        spec = self._spec(EMBEDDED_MAIN)
+        spec = self._spec(self.settings.fixture_model)
         spec = dataclasses.replace(
             spec, serve_args=spec.serve_args + tuple(serve_args), api_key=api_key or spec.api_key
         )
@@ -174,6 +174,18 @@ class VllmSession:
             return [self.main_server().describe()]
         except VllmServerError as error:
             return [{"url": self.settings.url, "error": str(error)}]
+
+    def server_at(self, base_url: str) -> VllmServer | None:
+        """The run's server at `base_url`, with its key: the one at --vllm-url, or one launched (with a key,
+        it has --vllm-api-key's, or the run's own: the keyed copy of the embedded default)."""
+        if self.settings.url is not None:
+            try:
+                servers = [self.main_server()]
+            except VllmServerError:
+                return None
+        else:
+            servers = self.pool.launched(key=self.settings.api_key or self._run_key())
+        return next((server for server in servers if server.base_url == base_url), None)
 
     def answers(self, server: VllmServer) -> bool:
         """Whether `server` still accepts a connection and answers /v1/models (one short request)."""

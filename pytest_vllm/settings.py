@@ -62,11 +62,25 @@ def _capability(value: str) -> tuple[str, bool]:
     return name, state == "yes"
 
 
+def _fixture_model(value: str) -> str:
+    from pytest_vllm.fixture_models import CHAT_MODELS
+
+    if value not in CHAT_MODELS:
+        raise ValueError(f"valid fixture chat models: {', '.join(CHAT_MODELS)}")
+    return value
+
+
 def _baseline(value: str) -> str:
     from pytest_vllm import gate
 
     gate.load(value)  # a ValueError that says why it is not a results file
     return value
+
+
+def _switch(value: str) -> bool:
+    if value.lower() not in ("1", "yes", "true", "on", "0", "no", "false", "off"):
+        raise ValueError("expected yes or no")
+    return value.lower() in ("1", "yes", "true", "on")
 
 
 def _fuzz(value: str) -> str:
@@ -88,6 +102,7 @@ class Option:
     parse: Callable[[str], Any] = str
     repeatable: bool = False
     secret: bool = False
+    switch: bool = False  # a flag without a value on the command line (env and ini: yes or no)
 
     @property
     def flag(self) -> str:
@@ -111,6 +126,13 @@ OPTIONS = (
         "Otherwise: the model to launch, a hub id or a local directory, as `vllm serve MODEL` "
         "takes it (default: the embedded tiny fixture models).",
         "MODEL",
+    ),
+    Option(
+        "fixture_model",
+        "Without --vllm-url and --vllm-model: the chat model the embedded default serves, tiny-chat "
+        "(default: trained to answer, write JSON and call tools) or tiny-random (untrained, another tokenizer).",
+        "NAME",
+        _fixture_model,
     ),
     Option("launcher", f"How to launch a server: {' or '.join(LAUNCHERS)}.", "NAME", _launcher),
     Option(
@@ -150,6 +172,14 @@ OPTIONS = (
         "N",
         _count,
     ),
+    Option(
+        "prove",
+        "Run each passed check again through the faults that should break it (a proxy in front of its "
+        "server) and record whether one did: proved, unproved or inconclusive.",
+        "",
+        _switch,
+        switch=True,
+    ),
 )
 
 
@@ -160,6 +190,7 @@ class Settings:
     url: str | None = None
     api_key: str | None = None
     model: str | None = None
+    fixture_model: str = "tiny-chat"
     launcher: str = "subprocess"
     command: str | None = None
     serve_arg: tuple[str, ...] = ()
@@ -170,6 +201,7 @@ class Settings:
     baseline: str | None = None
     fuzz: str = "replay"
     fuzz_examples: int | None = None
+    prove: bool = False
     sources: dict[str, str] = field(default_factory=dict)
     given: dict[str, Any] = field(default_factory=dict)  # as written, for the header
 
@@ -178,27 +210,30 @@ class Settings:
         lines = []
         for option in OPTIONS:
             value = getattr(self, option.name)
-            if value in (None, ()):
+            if value in (None, (), False):
                 continue
             shown = self.given.get(option.name, value)
             if option.repeatable:
                 shown = " ".join(shown)
             if option.secret:
                 shown = "***"
-            lines.append(f"{option.flag}={shown} ({self.sources[option.name]})")
+            lines.append(f"{option.flag}{'' if option.switch else '=' + str(shown)} ({self.sources[option.name]})")
         return lines
 
 
 def add_options(parser: pytest.Parser) -> None:
     group = parser.getgroup("vllm", "vLLM conformance (pytest-vllm)")
     for option in OPTIONS:
+        if option.switch:
+            kind: dict[str, Any] = {"action": "store_const", "const": "yes"}
+        else:
+            kind = {"action": "append" if option.repeatable else "store", "metavar": option.metavar}
         group.addoption(
             option.flag,
-            action="append" if option.repeatable else "store",
             dest="vllm_" + option.name,
             default=None,
-            metavar=option.metavar,
             help=f"{option.help} [env {option.env}, ini {option.ini}]",
+            **kind,
         )
         ini_type: Literal["args", "string"] = "args" if option.repeatable else "string"
         parser.addini(option.ini, option.help, type=ini_type)

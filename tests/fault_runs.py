@@ -2,7 +2,7 @@
 
 Four real vLLM servers (the embedded default's fixture models: tiny-chat launched with an API
 key, LoRA adapters and hermes tools; tiny-vision; minilm-embed; minilm-rerank) stand behind
-tests/fault_proxy.py. The suites run as a user runs them, in a subprocess against the proxy's URL:
+pytest_vllm/proxy.py. The suites run as a user runs them, in a subprocess against the proxy's URL:
 a fault's run collects only its module (`python -m pytest <installed suites>/test_<module>.py
 --vllm-url ... -k ...`, 2.5 s a run cheaper than collecting all 335 checks), the no-fault run of
 each server is `python -m pytest_vllm --vllm-url ... -k <every targeted check>`. Each fault listens
@@ -23,10 +23,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import faults
 import pytest
-from fault_proxy import FaultProxy
 from helpers import load_results, run_suites
+
+from pytest_vllm import faults
+from pytest_vllm.prove import adapters
+from pytest_vllm.proxy import FaultProxy
 
 # Set to a JSON file {"tiny-chat": {"url": ..., "api_key": ...}, ...} to test servers already running
 # (development: keeps the servers up between runs). Unset: this module launches them.
@@ -64,8 +66,7 @@ class Upstreams:
     def _start(self, name: str) -> None:
         if SERVERS_FILE:
             server = json.loads(Path(SERVERS_FILE).read_text())[name]
-            adapters = _adapters(server["url"], server.get("api_key"))
-            self.servers[name] = {"model": name, **server, "adapters": adapters}
+            self.servers[name] = {"model": name, **server, "adapters": adapters(server["url"], server.get("api_key"))}
             return
         if self._launcher is None:
             from pytest_vllm.launchers import SubprocessLauncher
@@ -90,7 +91,7 @@ class Upstreams:
                 "url": server.base_url,
                 "api_key": key,
                 "model": name,
-                "adapters": _adapters(server.base_url, key),
+                "adapters": adapters(server.base_url, key),
             }
         except BaseException as error:  # noqa: BLE001 - reported by get() in the test that needs it
             self.errors[name] = error
@@ -100,15 +101,6 @@ class Upstreams:
             thread.join()
         for server in self._launched:
             self._launcher.stop(server)
-
-
-def _adapters(url: str, api_key: str | None) -> tuple[str, ...]:
-    """The LoRA adapters the server lists (entries of /v1/models with a parent)."""
-    import httpx
-
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    data = httpx.get(f"{url}/v1/models", headers=headers, timeout=30).json()["data"]
-    return tuple(entry["id"] for entry in data if entry.get("parent"))
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +136,7 @@ class Run:
 
 
 def run_against(url: str, server: dict, keyword: str, folder: Path, module: str | None = None) -> Run:
-    """The shipped suites (all, or suite `module`) against `url`, selecting `keyword`: the records by check name."""
+    """The shipped suites (all, or suite `module`) against `url`, selecting `keyword`: the records by check id."""
     started = time.monotonic()
     report = folder / "report.json"
     env = dict(os.environ)
@@ -155,8 +147,7 @@ def run_against(url: str, server: dict, keyword: str, folder: Path, module: str 
     done = run_suites(*args, cwd=folder, timeout=RUN_TIMEOUT, env=env, module=module)
     output = done.stdout[-4000:] + done.stderr[-2000:]
     checks = load_results(report, output)["checks"]
-    by_name = {check["nodeid"].split("suites/")[-1]: check for check in checks}
-    return Run(by_name, output, time.monotonic() - started)
+    return Run({check["id"]: check for check in checks}, output, time.monotonic() - started)
 
 
 class Runs:

@@ -6,9 +6,10 @@ import http.server
 import json
 import threading
 
-import faults
 import pytest
-from fault_proxy import FaultProxy
+
+from pytest_vllm import faults
+from pytest_vllm.proxy import FaultProxy
 
 
 class _Upstream(http.server.BaseHTTPRequestHandler):

@@ -1,4 +1,4 @@
-"""The fault catalogue: realistic server bugs, each a `Fault` for tests/fault_proxy.py.
+"""The fault catalogue: realistic server bugs, each a `Fault` for the fault proxy (proxy.py).
 
 Every fault imitates a bug of the kind OpenAI-compatible servers (vLLM among them) and the
 gateways in front of them have shipped; its docstring's first line says which. A fault changes
@@ -16,7 +16,8 @@ import struct
 from dataclasses import dataclass
 from typing import ClassVar
 
-from fault_proxy import Fault, Request, Response
+from pytest_vllm import proxy
+from pytest_vllm.proxy import Request, Response
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,12 @@ class Setup:
     model: str
     api_key: str | None = None
     adapters: tuple[str, ...] = ()
+
+
+class Fault(proxy.Fault):
+    """Base of the catalogue's faults: `setup` (set by `make`) describes the server behind the proxy."""
+
+    setup: Setup
 
 
 FAULTS: dict[str, type[Fault]] = {}
@@ -47,7 +54,7 @@ def make(name: str, setup: Setup) -> Fault:
 
 def describe(name: str) -> str:
     """The real-world bug fault `name` imitates (its docstring's first line)."""
-    return FAULTS[name].__doc__.strip().splitlines()[0]
+    return (FAULTS[name].__doc__ or "").strip().splitlines()[0]
 
 
 CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
@@ -381,6 +388,11 @@ request_fields(
     "presence_penalty",
 )
 request_fields(
+    "ignore_eos-dropped",
+    "vLLM's `ignore_eos` dropped (a gateway that forwards OpenAI's fields only): generation stops at EOS.",
+    "ignore_eos",
+)
+request_fields(
     "structured-outputs-not-enforced",
     "Structured-output constraints accepted (200) but never handed to the engine: output unconstrained.",
     "structured_outputs",
@@ -586,6 +598,20 @@ class ResponsesEventsUnnumbered(Fault):
         if req.path != "/v1/responses" or not payload.startswith("{"):
             return [payload]
         return [json.dumps({**json.loads(payload), "sequence_number": 0})]
+
+
+@fault
+class ResponsesStatusRewritten(Fault):
+    """A Response's status set apart from what happened (a gateway that builds its own envelope): a cut
+    answer reported 'completed', its incomplete_details dropped, and a finished one 'in_progress'."""
+
+    name = "responses-status-rewritten"
+
+    def response(self, req: Request, resp: Response) -> Response:
+        if req.path == "/v1/responses" and resp.status == 200 and isinstance(resp.json, dict):
+            resp.json["status"] = "completed" if resp.json.get("status") == "incomplete" else "in_progress"
+            resp.json["incomplete_details"] = None
+        return resp
 
 
 @fault
