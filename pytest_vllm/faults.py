@@ -221,6 +221,17 @@ class AlwaysGreedy(Fault):
 
 
 @fault
+class ToolChoiceNoneAsAuto(Fault):
+    """`tool_choice: "none"` sent on as "auto" (a gateway that maps every tool_choice it does not know)."""
+
+    name = "tool_choice-none-as-auto"
+
+    def request(self, req: Request) -> None:
+        if req.path == CHAT and req.fields().get("tool_choice") == "none":
+            req.fields()["tool_choice"] = "auto"
+
+
+@fault
 class ToolStrictDropped(Fault):
     """`strict` dropped from tool definitions (a gateway that rewrites tools without it): arguments
     are no longer held to the tool's schema."""

@@ -100,6 +100,7 @@ TARGETS: tuple[Target, ...] = (
     target("tokenize", "tokenize-count-off-by-one", "test_count_and_max_model_len"),
     target("tokenize", "detokenize-drops-a-character", "test_round_trip[*]"),
     target("tokenize", "tokenize-messages-without-generation-prompt", "test_messages_count_matches_chat_usage"),
+    target("tools", "tool_choice-none-as-auto", "test_none_makes_no_call"),
     target("tools", "tool-calls-not-parsed", "test_required_calls_a_tool[*]"),
     target("tools", "truncated-call-finishes-tool_calls", "test_call_cut_by_max_tokens_finishes_with_length[*]"),
     target("tools", "streamed-tool-arguments-null", "test_streamed_calls_join_to_the_non_streamed_calls[*]"),

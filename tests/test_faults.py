@@ -142,6 +142,7 @@ REASONS = {
     "tokenize-tokenize-count-off-by-one-count_and_max_model_len": "count is the number of tokens",
     "tokenize-detokenize-drops-a-character-round_trip": "tokenizes to the same tokens",
     "tokenize-tokenize-messages-without-generation-prompt-messages_count_matches_chat_usage": "same chat template",
+    "tools-tool_choice-none-as-auto-none_makes_no_call": "calls no tool",
     "tools-tool-calls-not-parsed-required_calls_a_tool": "answered with no tool call",
     "tools-truncated-call-finishes-tool_calls-call_cut_by_max_tokens_finishes_with_length": "must be 'length'",
     "tools-streamed-tool-arguments-null-streamed_calls_join_to_the_non_streamed_calls": "malformed tool calls",
