@@ -3,7 +3,8 @@
 
 A response is validated against OpenAI's own `Response` schema and each streamed event against
 its member of `ResponseStreamEvent`, once each (the other checks judge behaviour). A stream starts
-with `response.created`, ends with `response.completed`, numbers its events 0, 1, 2, ... and its
+with `response.created`, ends with `response.completed` (`response.incomplete` where the budget cut
+it), numbers its events 0, 1, 2, ... and its
 text deltas join to the final text. Retrieving a stored response, and continuing one with
 `previous_response_id`, need the server to store responses (vLLM:
 VLLM_ENABLE_RESPONSES_API_STORE=1; the embedded default sets it); a server that answers `store`
@@ -21,6 +22,7 @@ from pytest_vllm.checks.expect import answered_ok
 from pytest_vllm.checks.openapi import validate, validate_event
 from pytest_vllm.checks.sse import read_events
 from pytest_vllm.outcomes import inconclusive
+from pytest_vllm.verdicts import fingerprint
 
 pytestmark = pytest.mark.vllm_requires("responses")
 
@@ -102,6 +104,7 @@ def test_a_response_cut_by_max_output_tokens_is_incomplete(create):
         inconclusive(f"the greedy answer is {full['usage']['output_tokens']} tokens, too short to be cut: {full}")
     cut = create(max_output_tokens=CUT)
     state = (cut["status"], (cut.get("incomplete_details") or {}).get("reason"), cut["usage"]["output_tokens"])
+    fingerprint(f"a cut answer: status {state[0]!r}, incomplete_details.reason {state[1]!r}")
     assert state == ("incomplete", "max_output_tokens", CUT), (
         f"the greedy answer runs to {full['usage']['output_tokens']} tokens, so max_output_tokens={CUT} cuts it: "
         f"status 'incomplete', incomplete_details.reason 'max_output_tokens', {CUT} output tokens; got status "
@@ -177,8 +180,8 @@ def test_stream_events_match_openai_schemas(vllm_http, vllm_server):
 def test_stream_events_are_ordered_and_join_to_the_text(vllm_http, vllm_server, create):
     events = _events(vllm_http, vllm_server)
     kinds = [event["type"] for event in events]
-    assert kinds[0] == "response.created" and kinds[-1] == "response.completed", (
-        f"a stream starts with response.created and ends with response.completed: {kinds}"
+    assert kinds[0] == "response.created" and kinds[-1] in ("response.completed", "response.incomplete"), (
+        f"a stream starts with response.created and ends with response.completed (or .incomplete): {kinds}"
     )
     numbers = [event["sequence_number"] for event in events]
     assert numbers == list(range(len(events))), f"sequence_number counts the events from 0: {numbers}"
@@ -188,6 +191,21 @@ def test_stream_events_are_ordered_and_join_to_the_text(vllm_http, vllm_server, 
     assert done == [deltas] and output_text(final) == deltas == output_text(create()), (
         f"the text deltas join to response.output_text.done's text, to the completed response's and to the "
         f"non-streamed greedy answer: {deltas!r}, {done}, {output_text(final)!r}"
+    )
+
+
+def test_a_cut_stream_ends_with_response_incomplete(vllm_http, vllm_server, create):
+    """The witness as for the non-streamed answer: max_output_tokens `CUT` cuts an answer known to be longer,
+    and OpenAI's stream then ends with response.incomplete, its response's status 'incomplete'."""
+    full = create()
+    if full["usage"]["output_tokens"] <= CUT:
+        inconclusive(f"the greedy answer is {full['usage']['output_tokens']} tokens, too short to be cut: {full}")
+    last = _events(vllm_http, vllm_server, max_output_tokens=CUT)[-1]
+    ending = (last["type"], (last.get("response") or {}).get("status"))
+    fingerprint(f"a cut stream ends with {ending}")
+    assert ending == ("response.incomplete", "incomplete"), (
+        f"the greedy answer runs to {full['usage']['output_tokens']} tokens, so max_output_tokens={CUT} cuts it and "
+        f"the stream ends with response.incomplete, status 'incomplete' (OpenAI): it ended with {ending}"
     )
 
 
