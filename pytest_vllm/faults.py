@@ -399,6 +399,11 @@ request_fields(
     "presence_penalty",
 )
 request_fields(
+    "skip_special_tokens-dropped",
+    "vLLM's `skip_special_tokens` dropped (a gateway that forwards OpenAI's fields only): special tokens vanish.",
+    "skip_special_tokens",
+)
+request_fields(
     "ignore_eos-dropped",
     "vLLM's `ignore_eos` dropped (a gateway that forwards OpenAI's fields only): generation stops at EOS.",
     "ignore_eos",

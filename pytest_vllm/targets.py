@@ -82,6 +82,7 @@ TARGETS: tuple[Target, ...] = (
     target("sampling", "chat_template-ignored", "test_request_chat_template_is_refused_or_applied"),
     target("sampling", "penalties-ignored", "test_penalties_overturn_a_repeated_token[*]"),
     target("sampling", "ignore_eos-dropped", "test_ignore_eos_generates_past_a_forced_eos"),
+    target("sampling", "skip_special_tokens-dropped", "test_skip_special_tokens_false_keeps_them_in_the_text"),
     target("sampling", "logit_bias-ignored", "test_logit_bias_minus_100_forbids_a_token"),
     target("concurrency", "concurrent-answers-crossed", "test_concurrent_greedy_answers_leave_the_sequential_ones_only_at_near_ties"),
     target("concurrency", "sse-done-missing", "test_simultaneous_streams_are_each_complete"),

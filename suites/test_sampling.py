@@ -9,7 +9,8 @@ A seed repeats a sampled answer; other seeds, and the choices of n > 1, differ f
 and frequency penalties and `ignore_eos` are checked on a witness, a case built so that the field
 must change the answer on the model under test: a token forced to repeat until, by the raw
 logprobs (vLLM's default `--logprobs-mode raw_logprobs`), the penalty must overturn it at a known
-step; the end-of-turn token forced, so that only `ignore_eos` lets generation go on. Tokens are
+step; the end-of-turn token forced, so that only `ignore_eos` lets generation go on (and only
+`skip_special_tokens=false` writes it). Tokens are
 compared by id, never by text. The chat
 template flags (`add_generation_prompt`, `continue_final_message`, chat `echo`) change the
 prompt exactly as /tokenize renders it. `suffix`, `best_of` and a request's own `chat_template`
@@ -206,10 +207,9 @@ def test_penalties_overturn_a_repeated_token(complete, eos_fields, penalty):
 EOS_STEPS = 4
 
 
-@pytest.mark.vllm_requires("vllm_sampling", "chat", "tokenize", "return_token_ids")
-def test_ignore_eos_generates_past_a_forced_eos(vllm_http, vllm_server, complete):
-    """The witness: the token the chat template closes an assistant turn with, forced (logit_bias +100),
-    ends generation at once; with ignore_eos the answer runs to max_tokens."""
+@pytest.fixture
+def end_of_turn(vllm_http, vllm_server):
+    """The id of the token the chat template closes an assistant turn with (inconclusive if none)."""
     turn = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
     rendered = []
     for flags in ({"continue_final_message": True}, {}):
@@ -221,15 +221,36 @@ def test_ignore_eos_generates_past_a_forced_eos(vllm_http, vllm_server, complete
     open_turn, closed_turn = rendered
     if closed_turn[: len(open_turn)] != open_turn or len(closed_turn) == len(open_turn):
         inconclusive(f"the chat template closes no assistant turn with a token after its text: {closed_turn}")
-    end = closed_turn[len(open_turn)]
-    forced = {"logit_bias": {str(end): 100}, "max_tokens": EOS_STEPS, "return_token_ids": True}
+    return closed_turn[len(open_turn)]
+
+
+@pytest.mark.vllm_requires("vllm_sampling", "chat", "tokenize", "return_token_ids")
+def test_ignore_eos_generates_past_a_forced_eos(complete, end_of_turn):
+    """The witness: the token the chat template closes an assistant turn with, forced (logit_bias +100),
+    ends generation at once; with ignore_eos the answer runs to max_tokens."""
+    forced = {"logit_bias": {str(end_of_turn): 100}, "max_tokens": EOS_STEPS, "return_token_ids": True}
     stopped = complete(**forced)["choices"][0]
     if stopped["finish_reason"] != "stop" or len(stopped["token_ids"]) > 1:
-        inconclusive(f"token {end}, which closes an assistant turn, is not an end of sequence here: {stopped}")
+        inconclusive(f"token {end_of_turn}, which closes an assistant turn, is not an end of sequence here: {stopped}")
     went_on = complete(**forced, ignore_eos=True)["choices"][0]
     assert (went_on["finish_reason"], len(went_on["token_ids"])) == ("length", EOS_STEPS), (
-        f"ignore_eos=true goes on past the end-of-sequence token {end} (forced with logit_bias +100, it ends "
-        f"the answer at once without ignore_eos): {went_on['finish_reason']!r} after {went_on['token_ids']}"
+        f"ignore_eos=true goes on past the end-of-sequence token {end_of_turn} (forced with logit_bias +100, it "
+        f"ends the answer at once without ignore_eos): {went_on['finish_reason']!r} after {went_on['token_ids']}"
+    )
+
+
+@pytest.mark.vllm_requires("vllm_sampling", "chat", "tokenize", "return_token_ids")
+def test_skip_special_tokens_false_keeps_them_in_the_text(complete, end_of_turn):
+    """The witness: the end-of-turn token forced at every step; by default (skip_special_tokens true) a
+    special token leaves no text, and skip_special_tokens=false writes it."""
+    forced = {"logit_bias": {str(end_of_turn): 100}, "max_tokens": EOS_STEPS, "ignore_eos": True}
+    skipped = text(complete(**forced))
+    if skipped:
+        inconclusive(f"token {end_of_turn}, which closes an assistant turn, is not a special token here: {skipped!r}")
+    kept = text(complete(**forced, skip_special_tokens=False))
+    assert kept, (
+        f"skip_special_tokens=false writes special tokens into the text: {EOS_STEPS} of token {end_of_turn}, which "
+        f"leaves no text by default, gave {kept!r}"
     )
 
 

@@ -124,6 +124,7 @@ REASONS = {
     "sampling-chat_template-ignored-request_chat_template_is_refused_or_applied": "accepted but not applied",
     "sampling-penalties-ignored-penalties_overturn_a_repeated_token": "overturns it at step",
     "sampling-ignore_eos-dropped-ignore_eos_generates_past_a_forced_eos": "goes on past",
+    "sampling-skip_special_tokens-dropped-skip_special_tokens_false_keeps_them_in_the_text": "writes special tokens",
     "sampling-logit_bias-ignored-logit_bias_minus_100_forbids_a_token": "forbids it",
     "concurrency-concurrent-answers-crossed-concurrent_greedy_answers_leave_the_sequential_ones_only_at_near_ties": "where the model was sure",
     "concurrency-sse-done-missing-simultaneous_streams_are_each_complete": "[DONE]",
