@@ -4,17 +4,19 @@ A check that needs a capability the server lacks ends as *unsupported*. There ar
 
 - What any server may have, or what vLLM has only with some models or settings (OpenAI's
   `completions`, `chat`, `logprobs`, `response_format`, `tools`, `vision`, `embeddings`,
-  `auth`, `responses`, `responses_store`; Anthropic's `messages`; and `lora`, `lora_runtime`,
+  `auth`, `responses`, `responses_store`; Anthropic's `messages` and `count_tokens`; and `lora`, `lora_runtime`,
   `adapters`, `pooling`, `classify`): probed on every server. A probe answers "absent" only on
   an answer that means absent (a 404 route, a documented "not enabled" message, a constraint
   or an image with no effect); any other unexpected answer is a ProbeError, so a broken
-  feature is never mistaken for a missing one.
+  feature is never mistaken for a missing one. A 200 whose body is an error counts as that error.
 - `vllm`: the server identifies itself as vLLM (GET /version answers {"version": ...}).
 - vLLM's own routes and fields (`tokenize`, `metrics`, `health`, `ping`, `version`,
   `chat_batch`, `invocations`, `vllm_sampling`, `structured_outputs`, `return_token_ids`,
   `continuous_usage_stats`, `model_extras`): on vLLM they are taken as present without a probe,
-  so one that vLLM accepts and ignores fails its checks (fail-open detection). On any other
-  server a probe looks for vLLM's behaviour (a gateway may forward it); anything else is absent.
+  so one that vLLM accepts and ignores fails its checks (fail-open detection), except those older
+  releases lack (`return_token_ids`, `chat_batch`: `SINCE_A_RELEASE`), probed by effect on vLLM too.
+  On any other server a probe looks for vLLM's behaviour (a gateway may forward it); anything else
+  is absent.
 """
 
 from __future__ import annotations
@@ -60,10 +62,15 @@ class Probe:
 
 def _served_unless_refused(response: httpx.Response, statuses: tuple[int, ...], *fragments: str) -> bool:
     """Whether the probe was served: True for 200, False for a refusal that names the feature (a
-    listed status whose body mentions a fragment), else ProbeError (the server erred)."""
-    if response.status_code == 200:
+    listed status whose body mentions a fragment), else ProbeError (the server erred). A 200 whose
+    body is an error is that error (older vLLM releases answer "The model does not support X API" so):
+    absent where it says the feature is not supported."""
+    error = _json(response).get("error") if response.status_code == 200 else None
+    if response.status_code == 200 and not error:
         return True
     text = response.text
+    if error and "not support" in text:
+        return False
     if response.status_code in statuses and (not fragments or any(f in text for f in fragments)):
         return False
     raise ProbeError(
@@ -382,7 +389,15 @@ def _continuous_usage_stats(p: Probe) -> bool:
 
 def _chat_batch(p: Probe) -> bool:
     body = {"messages": [[{"role": "user", "content": "Hello"}]], "max_tokens": _PROBE_TOKENS}
-    return isinstance(_json(p.post("/v1/chat/completions/batch", body)).get("choices"), list)
+    response = p.post("/v1/chat/completions/batch", body)
+    if p.has("vllm"):  # a release without the route answers 404; one with it, broken, fails its checks
+        return _served_unless_refused(response, (404, 405), "Not Found")
+    return isinstance(_json(response).get("choices"), list)
+
+
+def _count_tokens(p: Probe) -> bool:
+    body = {"messages": [{"role": "user", "content": "Hello"}]}
+    return _served_unless_refused(p.post("/v1/messages/count_tokens", body), (404, 405), "Not Found")
 
 
 def _invocations(p: Probe) -> bool:
@@ -410,6 +425,7 @@ PROBED: dict[str, tuple[str, Callable[[Probe], bool]]] = {
     "responses": ("serves OpenAI's Responses API (/v1/responses)", _responses),
     "responses_store": ("stores responses for retrieval (vLLM: VLLM_ENABLE_RESPONSES_API_STORE=1)", _responses_store),
     "messages": ("serves Anthropic's Messages API (/v1/messages)", _messages),
+    "count_tokens": ("serves Anthropic's /v1/messages/count_tokens (vLLM: since 0.13)", _count_tokens),
     "pooling": ("serves vLLM's /pooling, /score and /rerank beside /v1/embeddings", _pooling),
     "classify": ("serves vLLM's /classify: a sequence-classification model", _classify),
     "lora_runtime": ("loads adapters at runtime (vLLM: VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)", _lora_runtime),
@@ -423,15 +439,17 @@ VLLM_ONLY: dict[str, tuple[str, Callable[[Probe], bool]]] = {
     "version": ("serves vLLM's /version", _vllm),
     "vllm_sampling": ("honours vLLM's sampling fields (ignore_eos, min_tokens, top_k, ...)", _vllm_sampling),
     "structured_outputs": ("enforces vLLM's structured_outputs constraints", _structured_outputs),
-    "return_token_ids": ("returns token ids on request (vLLM's return_token_ids)", _return_token_ids),
+    "return_token_ids": ("returns token ids on request (vLLM's return_token_ids, since 0.10.2)", _return_token_ids),
     "continuous_usage_stats": (
         "puts usage on every streamed chunk (vLLM's continuous_usage_stats)",
         _continuous_usage_stats,
     ),
     "model_extras": ("lists vLLM's model-entry fields (max_model_len, root, parent)", _model_extras),
-    "chat_batch": ("serves vLLM's /v1/chat/completions/batch", _chat_batch),
+    "chat_batch": ("serves vLLM's /v1/chat/completions/batch (a 404 route on older releases)", _chat_batch),
     "invocations": ("serves vLLM's SageMaker route /invocations", _invocations),
 }
+# vLLM's own features that older releases lack: probed by effect on vLLM too, never assumed.
+SINCE_A_RELEASE = frozenset({"return_token_ids", "chat_batch"})
 CAPABILITIES: dict[str, tuple[str, Callable[[Probe], bool]]] = {
     **PROBED,
     "vllm": ("is vLLM (GET /version answers {'version': ...})", _vllm),
@@ -445,7 +463,7 @@ def has(server: VllmServer, client: httpx.Client, name: str, overrides: dict[str
         return overrides[name]
     if name not in server.capabilities:
         probe = Probe(server, client, lambda other: has(server, client, other, overrides))
-        if name in VLLM_ONLY and probe.has("vllm"):
+        if name in VLLM_ONLY and name not in SINCE_A_RELEASE and probe.has("vllm"):
             server.capabilities[name] = True  # vLLM's own feature: its checks judge it
         else:
             server.capabilities[name] = CAPABILITIES[name][1](probe)

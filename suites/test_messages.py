@@ -94,6 +94,7 @@ def test_system_prompt_reaches_the_model(message):
     assert with_system > plain, f"a system prompt adds input tokens: {plain} without, {with_system} with"
 
 
+@pytest.mark.vllm_requires("count_tokens")
 def test_count_tokens_counts_the_message_input(vllm_http, vllm_server, message):
     response = vllm_http.post("/v1/messages/count_tokens", json={"model": vllm_server.model, "messages": MESSAGES})
     answered_ok(response, "count_tokens")
@@ -113,6 +114,7 @@ def test_stream_events_match_anthropic_schemas(vllm_http, vllm_server):
         validate_event(event, "MessageStreamEvent", vendor="anthropic")
 
 
+@pytest.mark.vllm_requires("count_tokens")
 def test_count_tokens_matches_anthropic_schema(vllm_http, vllm_server):
     response = vllm_http.post("/v1/messages/count_tokens", json={"model": vllm_server.model, "messages": MESSAGES})
     answered_ok(response, "count_tokens")
