@@ -19,6 +19,7 @@ import time
 import httpx
 import pytest
 
+from pytest_vllm.checks.answers import NEAR_TIE
 from pytest_vllm.checks.expect import answered_ok
 from pytest_vllm.checks.sse import join_choices, read_stream
 from pytest_vllm.verdicts import failure_class
@@ -40,7 +41,6 @@ PROMPTS = [
     "Dogs and cats",
 ]
 COPIES = 4  # each prompt this many times at once
-NEAR_TIE = 0.5  # nats: far above batch rounding (fp32 or bf16), far below a confident choice
 GREEDY_TOKENS = 16
 
 

@@ -3,7 +3,8 @@
 SSE framing and `[DONE]`, chunk identity (`id`, `created`), the role in the first chat delta,
 one finish_reason per choice with n > 1 interleaved, `stream_options` usage (final chunk or
 continuous), and parity: a greedy or seeded stream joined back equals the non-streamed answer
-(text, finish_reason, usage, logprobs). vLLM's `ignore_eos` is sent where it is honoured
+(text, finish_reason, usage, logprobs); a greedy pair that parts at a near-tie, which batching with
+other requests may round either way, is asked again. vLLM's `ignore_eos` is sent where it is honoured
 (`vllm_sampling`), so the answers run to max_tokens; elsewhere a choice may also stop earlier.
 Response shapes are checked against OpenAI's schema in test_schema.py.
 """
@@ -12,11 +13,14 @@ import math
 
 import pytest
 
+from pytest_vllm.checks.answers import NEAR_TIE
 from pytest_vllm.checks.expect import answered_ok
 from pytest_vllm.checks.sse import choice_chunks, join_choices, read_stream
+from pytest_vllm.outcomes import inconclusive
 from pytest_vllm.verdicts import fingerprint
 
 TOKENS = 6
+RETRIES = 2
 SEEDED = {"temperature": 1, "seed": 1234}
 ENDPOINTS = {
     "completions": {
@@ -163,12 +167,37 @@ def _choice(choice):
     return {"text": choice["text"], "finish_reason": choice["finish_reason"]}
 
 
+def _near_tie(streamed, whole):
+    """Where a greedy stream and answer part at a near-tie (batching may round it either way): a
+    description, else None (they part where the model was sure, or logprobs are not there)."""
+    if not (streamed.get("logprobs") and whole.get("logprobs")):
+        return None
+    ours, theirs = _logprob_steps(streamed["logprobs"]), _logprob_steps(whole["logprobs"])
+    at = next((i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a[0] != b[0]), None)
+    if at is None:
+        return None
+    top = [*sorted((value for _, value in theirs[at][2]), reverse=True), float("-inf"), float("-inf")]
+    lead = top[0] - top[1]
+    return f"token {at}, {ours[at][0]!r} for {theirs[at][0]!r}, led by {lead:.3f} nats" if lead <= NEAR_TIE else None
+
+
 @pytest.mark.parametrize("sampling", [{"temperature": 0}, SEEDED], ids=["greedy", "seeded"])
-def test_stream_joins_to_the_non_streamed_answer(generate, endpoint, sampling):
-    chunks = generate(stream=True, stream_options={"include_usage": True}, **sampling)
-    whole = generate(stream=False, **sampling)
-    joined = {index: _choice(choice) for index, choice in join_choices(chunks).items()}
-    expected = {choice["index"]: _choice(choice) for choice in whole["choices"]}
+def test_stream_joins_to_the_non_streamed_answer(vllm, vllm_server, generate, endpoint, sampling):
+    """A greedy pair that parts at a near-tie (within `NEAR_TIE` nats: batching with other requests may
+    round it either way) is asked again, up to `RETRIES` times; inconclusive if it parts there each time."""
+    greedy = sampling["temperature"] == 0 and vllm.has(vllm_server, "logprobs")
+    fields = {**sampling, **(endpoint["logprobs"] if greedy else {})}
+    for _ in range(RETRIES + 1):
+        chunks = generate(stream=True, stream_options={"include_usage": True}, **fields)
+        whole = generate(stream=False, **fields)
+        streamed = join_choices(chunks)
+        joined = {index: _choice(choice) for index, choice in streamed.items()}
+        expected = {choice["index"]: _choice(choice) for choice in whole["choices"]}
+        tie = _near_tie(streamed.get(0, {}), whole["choices"][0]) if greedy and joined != expected else None
+        if tie is None:
+            break
+    else:
+        inconclusive(f"the greedy stream and answer parted at a near-tie each of {RETRIES + 1} times: {tie}")
     assert joined == expected, (
         f"{sampling}: the joined stream must equal the non-streamed answer:\n{joined}\n!=\n{expected}"
     )

@@ -3,6 +3,7 @@
 `Answer` is the JSON of an answer whose missing field fails the check as the server's deviation
 (never a KeyError, which would be pytest-vllm's own error). `length_problem` says how an answer
 breaks the length rules, which hold for any model with or without vLLM's `ignore_eos`.
+`NEAR_TIE` bounds what batching may flip in a greedy answer (vLLM is not batch-invariant by default).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import json
 from typing import Any
 
 from pytest_vllm.outcomes import Deviation
+
+NEAR_TIE = 0.5  # nats: far above batch rounding (fp32 or bf16), far below a confident choice
 
 
 class MissingField(Deviation):
