@@ -438,8 +438,9 @@ class ValidationErrorAs500(Fault):
     name = "400-answered-as-500"
 
     def response(self, req: Request, resp: Response) -> Response:
-        if resp.status == 400 and req.path.startswith("/v1/"):
-            error = resp.json.get("error") if isinstance(resp.json, dict) else None
+        error = resp.json.get("error") if isinstance(resp.json, dict) else None
+        refused = resp.status == 400 or (resp.status == 404 and isinstance(error, dict))  # e.g. an unknown model
+        if refused and req.path.startswith("/v1/"):
             if isinstance(error, dict):
                 error.update(type="InternalServerError", code=500)
             resp.status = 500

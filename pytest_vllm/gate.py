@@ -5,7 +5,10 @@ the same format) by stable check id and fingerprint. A *regression* is a check t
 before and does not now, or that failed before and fails differently now (another outcome or
 fingerprint), or a feature that was there and is gone. *Fixed* checks pass where they failed,
 *known* ones fail as before, *new* checks were not in the baseline, *missing* ones are not in
-this run. The gate passes when nothing regressed and nothing is missing.
+this run. A check one side did not judge because its run stopped (a server that died: "not run")
+is *not run*, never new nor unchanged, and so is a check a stopped baseline has no record of: a
+gate over an incomplete run says INCOMPLETE and fails, so a truncated run cannot look clean. The
+gate passes when nothing regressed, nothing is missing and both runs are complete.
 
 `python -m pytest_vllm.gate BASELINE RESULTS` gates a saved results file the same way.
 """
@@ -27,22 +30,24 @@ class Comparison:
     known: list[tuple[str, str]] = field(default_factory=list)
     new: list[tuple[str, str]] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    not_run: list[tuple[str, str]] = field(default_factory=list)  # (check, which side did not judge it)
     unchanged: int = 0
 
     @property
     def ok(self) -> bool:
-        return not self.regressions and not self.missing
+        return not self.regressions and not self.missing and not self.not_run
 
     def lines(self, baseline: str) -> list[str]:
         """The gate's summary: a count line, then every check that is not plainly unchanged."""
-        verdict = "PASS" if self.ok else "FAIL"
+        verdict = "INCOMPLETE" if self.not_run else "PASS" if self.ok else "FAIL"
         lines = [
             f"baseline {baseline}: {verdict}: {len(self.regressions)} regressions, {len(self.fixed)} fixed, "
             f"{len(self.known)} known, {len(self.new)} new, {len(self.missing)} missing, "
-            f"{self.unchanged} unchanged"
+            f"{len(self.not_run)} not run, {self.unchanged} unchanged"
         ]
         lines += [f"regression: {check}: {how}" for check, how in self.regressions]
         lines += [f"missing: {check}: in the baseline, not in this run" for check in self.missing]
+        lines += [f"not run: {check}: {side}" for check, side in self.not_run]
         lines += [f"fixed: {check}: {how}" for check, how in self.fixed]
         lines += [f"new: {check}: {outcome}" for check, outcome in self.new]
         lines += [f"known: {check}: {fingerprint}" for check, fingerprint in self.known]
@@ -58,12 +63,24 @@ def load(path: str | Path) -> dict[str, dict]:
         raise ValueError(f"{path} is not a pytest-vllm results file ({type(error).__name__}: {error})") from None
 
 
+def not_run(record: dict) -> bool:
+    """Whether the run that wrote `record` did not judge the check: it stopped first."""
+    return record["outcome"] == "skipped" and record.get("reason", "").startswith("not run")
+
+
 def compare(baseline: dict[str, dict], current: dict[str, dict]) -> Comparison:
     result = Comparison()
+    stopped_baseline = any(not_run(record) for record in baseline.values())
     for check in sorted(baseline.keys() | current.keys()):
         before, now = baseline.get(check), current.get(check)
         if now is None:
             result.missing.append(check)
+        elif not_run(now):
+            result.not_run.append((check, f"this run stopped before it: {now['reason']}"))
+        elif before is not None and not_run(before):
+            result.not_run.append((check, f"the baseline's run stopped before it: {before['reason']}"))
+        elif before is None and stopped_baseline:
+            result.not_run.append((check, "the baseline's run stopped, and has no record of it"))
         elif before is None:
             result.new.append((check, _describe(now)))
         else:

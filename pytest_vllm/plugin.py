@@ -56,14 +56,23 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[RESULTS] = ReportPlugin(vllm)
         config.pluginmanager.register(config.stash[RESULTS], "vllm-report")
         if vllm.settings.url is None:  # models to build and servers to start: say so as it happens
-            from pytest_vllm.progress import Ticker, console
-
-            write = console(lambda line: _write_line(config, line))  # shown while a check runs
-            config.stash[TICKER] = Ticker(shared_dir, write).start()
+            config.stash[TICKER] = _ticker(config, shared_dir).start()
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
             # A CI timeout's SIGTERM unwinds like Ctrl-C, so launched servers are stopped.
             signal.signal(signal.SIGTERM, _interrupt)
             config.add_cleanup(_restore_sigterm)
+
+
+def _ticker(config: pytest.Config, shared_dir: str) -> Any:
+    """The progress ticker, on a console beside pytest's terminal writer (shown while a check runs too)."""
+    from pytest_vllm.progress import Console, Ticker
+
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    console = Console.of_stdout(lambda: config.get_terminal_writer().width_of_current_line if terminal else 0)
+    if console is None:  # no descriptor to write to: through pytest's writer
+        return Ticker(shared_dir, lambda line: _write_line(config, line))
+    config.pluginmanager.register(console, "vllm-console")
+    return Ticker(shared_dir, console.line, console.status if console.tty else None)
 
 
 def _restore_sigterm() -> None:

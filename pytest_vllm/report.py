@@ -9,6 +9,7 @@ import argparse
 import json
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -135,20 +136,15 @@ class ReportPlugin:
         session.exitstatus = 0 if self.comparison.ok else 1
 
     def counts(self) -> dict[str, Counter]:
-        table: dict[str, Counter] = {}
-        for record in self.records.values():
-            counts = table.setdefault(record.area, Counter())
-            counts[record.outcome] += 1
-            if record.proof:
-                counts["unproved"] += record.proof == "unproved"  # a column of its own once proving
-        return table
+        return area_counts(vars(record) for record in self.records.values())
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.records:
             return
         settings = self.vllm.settings
         servers = self.vllm.servers_seen()
-        if not (servers or settings.report or settings.url or settings.baseline):
+        written = settings.report or settings.report_md or settings.report_html
+        if not (servers or written or settings.url or settings.baseline):
             return
         write = terminalreporter.write_line
         terminalreporter.section("vllm conformance")
@@ -157,7 +153,7 @@ class ReportPlugin:
         for line in table_lines(self.counts()):
             write(line)
         records = [asdict(r) for r in self.records.values()]
-        for line in reason_lines(records) + finding_lines(records):
+        for line in reason_lines(records, repeat=True) + finding_lines(records):
             write(line)
         if self.proof is not None:
             for line in proof_lines(records, self.proof):
@@ -165,12 +161,25 @@ class ReportPlugin:
         if self.comparison is not None:
             for line in self.comparison.lines(settings.baseline):
                 write(line)
+        if not written:
+            return
+        data = self.results(servers)
         if settings.report:
             path = Path(settings.report)
-            self.write(path, servers)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(data, indent=2) + "\n")
             write(f"results: {path.resolve()}")
+        for form, wanted in (("md", settings.report_md), ("html", settings.report_html)):
+            if wanted:
+                from pytest_vllm import render
 
-    def write(self, path: Path, servers: list[dict]) -> None:
+                path = Path(wanted)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(render.render(render.targets(data, settings.report or ""), form))
+                write(f"report ({form}): {path.resolve()}")
+
+    def results(self, servers: list[dict]) -> dict:
+        """The results file's content: the servers, settings, per-area counts, records, proof and gate."""
         data = {
             "started": self.started,
             "duration": time.time() - self.started,
@@ -187,8 +196,7 @@ class ReportPlugin:
                 "ok": self.comparison.ok,
                 **asdict(self.comparison),
             }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data, indent=2) + "\n")
+        return data
 
 
 def server_line(server: dict) -> str:
@@ -202,6 +210,17 @@ def server_line(server: dict) -> str:
     )
 
 
+def area_counts(records: Iterable[dict]) -> dict[str, Counter]:
+    """Each feature area's count of each outcome (and of the passes unproved, once proving)."""
+    table: dict[str, Counter] = {}
+    for record in records:
+        counts = table.setdefault(record["area"], Counter())
+        counts[record["outcome"]] += 1
+        if record.get("proof"):
+            counts["unproved"] += record["proof"] == "unproved"  # a column of its own once proving
+    return table
+
+
 def table_lines(counts: dict[str, Counter]) -> list[str]:
     """The per-area table of outcomes, one line per feature area (and the passes unproved, once proving)."""
     width = max([len("area")] + [len(area) for area in counts])
@@ -212,9 +231,13 @@ def table_lines(counts: dict[str, Counter]) -> list[str]:
     return lines
 
 
-def reason_lines(records: list[dict]) -> list[str]:
-    """Each failed or errored check with its reason, then each unsupported reason with its count."""
-    lines = sorted(f"{r['outcome']}: {r['id']}: {r['reason']}" for r in records if r["outcome"] in ("failed", "error"))
+def reason_lines(records: list[dict], repeat: bool = False) -> list[str]:
+    """Each failed or errored check with its reason (and, with `repeat`, its curl line under it), then each
+    unsupported reason with its count."""
+    lines = []
+    red = (r for r in records if r["outcome"] in ("failed", "error"))
+    for reason, curl in sorted((f"{r['outcome']}: {r['id']}: {r['reason']}", r.get("curl")) for r in red):
+        lines += [reason, f"  repeat: {curl}"] if repeat and curl else [reason]
     unsupported = Counter(r["reason"] for r in records if r["outcome"] == "unsupported")
     return lines + [f"{count} {reason}" for reason, count in sorted(unsupported.items())]
 
@@ -242,38 +265,38 @@ def proof_lines(records: list[dict], proof: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m pytest_vllm.report FILE...`: servers, per-area table and reasons of results files."""
+    """`python -m pytest_vllm.report FILE...`: results files as text, Markdown or HTML."""
+    from pytest_vllm import render
+
     parser = argparse.ArgumentParser(
         prog="python -m pytest_vllm.report",
-        description="Print pytest-vllm results files: the servers, the per-area table, each failure's reason "
-        "and curl line, and the gate's summary.",
+        description="Render pytest-vllm results files. text: the servers, the per-area table, each failure's "
+        "reason and curl line, and the gate's summary, file by file. md and html: one column per target (the "
+        "first is the baseline): the verdict and counts, what changed against the baseline, and the checks by "
+        "area with their reasons and details.",
     )
     parser.add_argument("files", nargs="+", metavar="FILE", help="a results file, as --vllm-report writes it")
-    for path in parser.parse_args(argv).files:
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as error:
-            raise SystemExit(f"cannot read the results file {path}: {error}") from None
-        print(f"{path}:")
-        for server in data["servers"]:
-            print(server_line(server))
-        for line in table_lines({area: Counter(c) for area, c in data["counts"].items()}):
-            print(line)
-        checks = data["checks"]
-        for line in reason_lines(checks) + finding_lines(checks):
-            print(line)
-        if "proof" in data:
-            print("\n".join(proof_lines(checks, data["proof"])))
-        for check in checks:
-            if check.get("curl"):
-                print(f"repeat {check['id']}: {check['curl']}")
-        if "gate" in data:
-            from pytest_vllm.gate import Comparison
-
-            fields = {
-                key: data["gate"][key] for key in ("regressions", "fixed", "known", "new", "missing", "unchanged")
-            }
-            print("\n".join(Comparison(**fields).lines(data["gate"]["baseline"])))
+    parser.add_argument("--format", choices=render.FORMATS, default="text", help="the report's format (default: text)")
+    parser.add_argument("-o", "--output", metavar="PATH", help="write the report to PATH (default: stdout)")
+    parser.add_argument(
+        "--budget",
+        type=int,
+        default=render.PR_COMMENT,
+        metavar="BYTES",
+        help=f"md only: the most bytes the report may take; over it, whole sections are left out, and the "
+        f"report says which (default: {render.PR_COMMENT}, a pull request comment; {render.STEP_SUMMARY} "
+        "for $GITHUB_STEP_SUMMARY)",
+    )
+    args = parser.parse_args(argv)
+    try:
+        columns = render.load(args.files)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    report = render.render(columns, args.format, args.budget)
+    if args.output:
+        Path(args.output).write_text(report)
+    else:
+        print(report, end="")
 
 
 def _first_line(report: pytest.TestReport) -> str:
@@ -289,8 +312,10 @@ def _first_line(report: pytest.TestReport) -> str:
 
 
 def _details(report: pytest.TestReport) -> str:
-    text = report.longreprtext
-    return text if len(text) <= _DETAILS_LIMIT else text[-_DETAILS_LIMIT:]
+    """The traceback, then the plugin's sections (the requests sent, the servers' logs): each keeps its end."""
+    sections = [(name, text) for name, text in report.sections if name.startswith("vllm ")]
+    parts = [report.longreprtext] + [f"--- {name} ---\n{text}" for name, text in sections]
+    return "\n".join(part if len(part) <= _DETAILS_LIMIT else part[-_DETAILS_LIMIT:] for part in parts)
 
 
 if __name__ == "__main__":

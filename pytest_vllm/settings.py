@@ -153,6 +153,10 @@ OPTIONS = (
     ),
     Option("report", "Write one JSON record per check to this file.", "PATH"),
     Option(
+        "report_md", "Write the report in Markdown to this file (a pull request's comment, a step summary).", "PATH"
+    ),
+    Option("report_html", "Write the report as one standalone HTML page to this file (filters, no network).", "PATH"),
+    Option(
         "baseline",
         "Gate the run on an earlier results file: exit 0 unless a check regressed or is missing.",
         "PATH",
@@ -198,6 +202,8 @@ class Settings:
     request_timeout: float = 120.0
     capability: tuple[tuple[str, bool], ...] = ()
     report: str | None = None
+    report_md: str | None = None
+    report_html: str | None = None
     baseline: str | None = None
     fuzz: str = "replay"
     fuzz_examples: int | None = None

