@@ -209,8 +209,9 @@ def _server_gone(item: pytest.Item, vllm: VllmSession, lost_contact: bool) -> st
                 + (f": root cause: {cause}" if cause else "")
                 + f" (its process exited; log: {server.log_path})"
             )
-        if lost_contact and not vllm.answers(server):
-            return f"the server {server.model} stopped answering during the run (connection refused)"
+        how = vllm.answers(server) if lost_contact else None
+        if how:
+            return f"the server {server.model} stopped answering during the run ({how})"
     return None
 
 

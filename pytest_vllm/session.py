@@ -38,6 +38,14 @@ EMBEDDED_ENV = (
 )
 
 
+WEDGED_AFTER = 30.0  # seconds a one-token generation may take before a server that lost a request is wedged
+_GENERATION = (("completions", "/v1/completions"), ("chat", "/v1/chat/completions"))
+_GENERATION_INPUT = {
+    "/v1/completions": {"prompt": "Hello"},
+    "/v1/chat/completions": {"messages": [{"role": "user", "content": "Hello"}]},
+}
+
+
 def new_shared_dir() -> str:
     """A fresh per-run folder path (created on first use) that xdist workers share."""
     run = f"{os.getpid()}-{time.time_ns()}"
@@ -187,17 +195,29 @@ class VllmSession:
             servers = self.pool.launched(key=self.settings.api_key or self._run_key())
         return next((server for server in servers if server.base_url == base_url), None)
 
-    def answers(self, server: VllmServer) -> bool:
-        """Whether `server` still accepts a connection and answers /v1/models (one short request)."""
+    def answers(self, server: VllmServer) -> str | None:
+        """None if `server` still serves, else how it does not: it refuses connections, or (a wedged
+        engine still lists its models) a one-token generation gets no answer within `WEDGED_AFTER` s."""
         import httpx
 
         from pytest_vllm.launchers import auth_headers
 
+        headers = auth_headers(server.api_key)
         try:
-            httpx.get(f"{server.base_url}/v1/models", headers=auth_headers(server.api_key), timeout=5)
+            httpx.get(f"{server.base_url}/v1/models", headers=headers, timeout=5)
         except httpx.TransportError:
-            return False
-        return True
+            return "connection refused"
+        known = {**server.capabilities, **self.overrides}  # as probed before: a wedged server is not probed now
+        route = next((r for c, r in _GENERATION if known.get(c)), None)
+        if route is None:
+            return None
+        body = {"model": server.model, "max_tokens": 1, **_GENERATION_INPUT[route]}
+        wait = min(WEDGED_AFTER, self.settings.request_timeout)
+        try:
+            httpx.post(f"{server.base_url}{route}", json=body, headers=headers, timeout=wait)
+        except httpx.TransportError:
+            return f"a one-token generation got no answer within {wait:.0f} s: its engine is wedged"
+        return None
 
     def stop_run(self, reason: str) -> bool:
         """Stop the run for every process: later checks end 'not run', with `reason`.

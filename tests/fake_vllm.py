@@ -8,7 +8,9 @@ and behaves as FAKE_VLLM_MODE says:
   die      serves, then exits when any /v1/ path other than /v1/models is requested
 In every mode that serves, GET /v1/reset-once resets the first connection that asks (no
 answer) and answers 200 after; /v1/reset-always always resets; /v1/exit exits at once;
-/v1/busy-once answers 429 (Retry-After: 1) once, then 200; /v1/busy-always answers 503.
+/v1/busy-once answers 429 (Retry-After: 1) once, then 200; /v1/busy-always answers 503;
+GET /v1/wedge wedges the engine: it and every later POST get no answer, while GET /v1/models still
+answers (a POST /v1/completions answers one token until then).
 Each start appends a line to $FAKE_VLLM_STARTS, if set, so tests can count launches.
 """
 
@@ -44,12 +46,22 @@ def main() -> None:
     name = args.served_model_name or args.model_flag or args.model
     key = os.environ.get("VLLM_API_KEY")
 
-    resets, busy = [], []
+    resets, busy, wedged = [], [], []
 
     class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if wedged:
+                time.sleep(3600)
+            choice = {"index": 0, "text": "x", "finish_reason": "length"}
+            self.reply(200, {"object": "text_completion", "model": name, "choices": [choice]})
+
         def do_GET(self) -> None:
             if self.path == "/v1/exit":
                 os._exit(3)
+            if self.path == "/v1/wedge":
+                wedged.append(self.path)
+                time.sleep(3600)
             if self.path == "/v1/reset-always" or (self.path == "/v1/reset-once" and not resets):
                 resets.append(self.path)
                 return self.reset()

@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from helpers import load_results, run_suites
@@ -350,6 +351,25 @@ def test_remote_server_gone_mid_run_is_one_reason_and_no_collateral(pytester, fa
     )
     assert set(checks) == {"test_1_ok", "test_2_server_exits"}, "later checks are not run at all"
     result.stdout.fnmatch_lines(["*Interrupted: the server served-a stopped answering during the run*"])
+
+
+def test_remote_server_wedged_mid_run_is_found_within_seconds(pytester, fake_server):
+    """A wedged engine still lists its models: after a request timed out, a one-token generation decides."""
+    pytester.makepyfile("""
+        def test_1_wedges_it(vllm_http):
+            vllm_http.get("/v1/wedge")
+
+        def test_2_later(vllm_http):
+            assert vllm_http.get("/v1/models").status_code == 200
+    """)
+    args = ("--vllm-request-timeout", "2", "--vllm-capability", "completions=yes")
+    started = time.monotonic()
+    _, checks = _run_with_the_key(pytester, fake_server, *args)
+    assert checks["test_1_wedges_it"]["reason"] == (
+        "the server served-a stopped answering during the run (a one-token generation got no answer within 2 s: "
+        "its engine is wedged)"
+    )
+    assert set(checks) == {"test_1_wedges_it"} and time.monotonic() - started < 30, "the run stops at once"
 
 
 def test_launched_server_dying_under_xdist_fails_one_check_only(pytester, fake_command, monkeypatch):
