@@ -40,7 +40,7 @@ EMBEDDED_ENV = (
 
 WEDGED_AFTER = 30.0  # seconds a one-token generation may take before a server that lost a request is wedged
 _GENERATION = (("completions", "/v1/completions"), ("chat", "/v1/chat/completions"))
-_GENERATION_INPUT = {
+_GENERATION_INPUT: dict[str, dict[str, object]] = {
     "/v1/completions": {"prompt": "Hello"},
     "/v1/chat/completions": {"messages": [{"role": "user", "content": "Hello"}]},
 }
