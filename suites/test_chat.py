@@ -9,7 +9,7 @@ Response shapes are checked against OpenAI's schema in test_schema.py.
 
 import pytest
 
-from pytest_vllm.checks.answers import answer, length_problem
+from pytest_vllm.checks.answers import agreeing, answer, length_problem
 from pytest_vllm.checks.sse import stop_string_in
 
 pytestmark = pytest.mark.vllm_requires("chat")
@@ -113,8 +113,7 @@ def test_stop_string(chat, include):
 
 @pytest.mark.parametrize("sampling", SAMPLINGS.values(), ids=SAMPLINGS.keys())
 def test_same_request_same_answer(chat, sampling):
-    first, second = chat(**sampling), chat(**sampling)
-    answers = [body["choices"][0]["message"]["content"] for body in (first, second)]
+    answers = agreeing(lambda: tuple(chat(**sampling)["choices"][0]["message"]["content"] for _ in range(2)))
     assert answers[0] == answers[1], f"{sampling} makes generation reproducible: {answers}"
 
 

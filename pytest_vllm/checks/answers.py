@@ -3,17 +3,33 @@
 `Answer` is the JSON of an answer whose missing field fails the check as the server's deviation
 (never a KeyError, which would be pytest-vllm's own error). `length_problem` says how an answer
 breaks the length rules, which hold for any model with or without vLLM's `ignore_eos`.
-`NEAR_TIE` bounds what batching may flip in a greedy answer (vLLM is not batch-invariant by default).
+`NEAR_TIE` bounds what batching may flip in a greedy answer (vLLM is not batch-invariant by default);
+`agreeing` asks again for two answers that must be equal and parted.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pytest_vllm.outcomes import Deviation
 
 NEAR_TIE = 0.5  # nats: far above batch rounding (fp32 or bf16), far below a confident choice
+TRIES = 3
+A = TypeVar("A")
+
+
+def agreeing(pair: Callable[[], tuple[A, A]], same: Callable[[A, A], bool] = lambda a, b: a == b) -> tuple[A, A]:
+    """The first of `TRIES` pairs of answers `pair()` that are the `same`, else the last pair. Two answers
+    that must be equal (one seed, greedy decoding, a stream and its answer) may part when other requests
+    batched with them round differently (vLLM is not batch-invariant by default): asked again they agree;
+    a server that ignores the field they share parts every time."""
+    for _ in range(TRIES):
+        first, second = pair()
+        if same(first, second):
+            break
+    return first, second
 
 
 class MissingField(Deviation):

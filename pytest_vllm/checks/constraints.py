@@ -88,6 +88,7 @@ class Constraint:
     describe: str
     violation: Callable[[str], str | None]
     endpoints: tuple[str, ...] = ("chat", "completions")
+    bounded: bool = False  # its outputs are a few tokens, no free whitespace: a model must finish within TOKENS
 
 
 def _json_schema_format(strict: bool | None) -> dict[str, Any]:
@@ -117,15 +118,19 @@ CONSTRAINTS: dict[str, Constraint] = {
         {"structured_outputs": {"regex": REGEX}},
         "a colour (red, green or blue), a dash and a number, like red-42",
         regex_violation(REGEX),
+        bounded=True,
     ),
     "structured_outputs-choice": Constraint(
-        {"structured_outputs": {"choice": CHOICES}}, "one of the words alpha, beta or gamma", choice_violation(CHOICES)
+        {"structured_outputs": {"choice": CHOICES}},
+        "one of the words alpha, beta or gamma",
+        choice_violation(CHOICES),
+        bounded=True,
     ),
     "structured_outputs-grammar-gbnf": Constraint(
-        {"structured_outputs": {"grammar": GBNF}}, _GRAMMAR_WORDS, yes_no_digits_violation
+        {"structured_outputs": {"grammar": GBNF}}, _GRAMMAR_WORDS, yes_no_digits_violation, bounded=True
     ),
     "structured_outputs-grammar-lark": Constraint(
-        {"structured_outputs": {"grammar": LARK}}, _GRAMMAR_WORDS, yes_no_digits_violation
+        {"structured_outputs": {"grammar": LARK}}, _GRAMMAR_WORDS, yes_no_digits_violation, bounded=True
     ),
 }
 
