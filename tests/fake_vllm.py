@@ -10,7 +10,7 @@ In every mode that serves, GET /v1/reset-once resets the first connection that a
 answer) and answers 200 after; /v1/reset-always always resets; /v1/exit exits at once;
 /v1/busy-once answers 429 (Retry-After: 1) once, then 200; /v1/busy-always answers 503;
 GET /v1/wedge wedges the engine: it and every later POST get no answer, while GET /v1/models still
-answers (a POST /v1/completions answers one token until then).
+answers (until then a POST answers 501).
 Each start appends a line to $FAKE_VLLM_STARTS, if set, so tests can count launches.
 """
 
@@ -53,8 +53,7 @@ def main() -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if wedged:
                 time.sleep(3600)
-            choice = {"index": 0, "text": "x", "finish_reason": "length"}
-            self.reply(200, {"object": "text_completion", "model": name, "choices": [choice]})
+            self.send_error(501, "Unsupported method ('POST')")
 
         def do_GET(self) -> None:
             if self.path == "/v1/exit":
