@@ -8,7 +8,8 @@ fingerprint), or a feature that was there and is gone. *Fixed* checks pass where
 this run. A check one side did not judge because its run stopped (a server that died: "not run")
 is *not run*, never new nor unchanged, and so is a check a stopped baseline has no record of: a
 gate over an incomplete run says INCOMPLETE and fails, so a truncated run cannot look clean. The
-gate passes when nothing regressed, nothing is missing and both runs are complete.
+gate passes when nothing regressed, nothing is missing and both runs are complete. In a run of several targets
+a check is compared target by target: its key is its id with the target leading its parameters (`key`).
 
 `python -m pytest_vllm.gate BASELINE RESULTS` gates a saved results file the same way.
 """
@@ -54,11 +55,24 @@ class Comparison:
         return lines
 
 
+def with_target(check: str, target: str) -> str:
+    """Check `check`'s id on `target` as pytest names it in a run of several targets: `test_x[TARGET-a]`."""
+    if not target:
+        return check
+    head, sep, params = check.partition("[")
+    return f"{head}[{target}-{params}" if sep else f"{check}[{target}]"
+
+
+def key(record: dict) -> str:
+    """What the gate keys a record on: its check id, and its target in a run of several."""
+    return with_target(record["id"], record.get("target", ""))
+
+
 def load(path: str | Path) -> dict[str, dict]:
-    """The records of a results file by check id; a clear error if it is not one."""
+    """The records of a results file by check (and target); a clear error if it is not one."""
     try:
         data = json.loads(Path(path).read_text())
-        return {record["id"]: record for record in data["checks"]}
+        return {key(record): record for record in data["checks"]}
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{path} is not a pytest-vllm results file ({type(error).__name__}: {error})") from None
 

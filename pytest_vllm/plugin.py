@@ -2,7 +2,8 @@
 
 Fixtures: `vllm_server` (the server under test), `vllm_openai` / `vllm_async_openai`
 (openai SDK clients), `vllm_http` (httpx), and `vllm` (the run: other servers, clients
-for them, capabilities). Marker: `vllm_requires(*capabilities)`.
+for them, capabilities). Marker: `vllm_requires(*capabilities)`. With several targets, `vllm`
+is parametrized by target, so every check that uses a `vllm*` fixture runs once per target.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pytest_vllm import settings as _settings
 from pytest_vllm import verdicts
 from pytest_vllm.cli import suites_dir
 from pytest_vllm.outcomes import Unsupported, VllmServerError
-from pytest_vllm.report import Note, ReportPlugin, check_id
+from pytest_vllm.report import Note, ReportPlugin, check_id, target_of
 from pytest_vllm.session import VllmSession, new_shared_dir
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not workerinput:
         config.stash[RESULTS] = ReportPlugin(vllm)
         config.pluginmanager.register(config.stash[RESULTS], "vllm-report")
-        if vllm.settings.url is None:  # models to build and servers to start: say so as it happens
+        if vllm.settings.launches:  # models to build and servers to start: say so as it happens
             config.stash[TICKER] = _ticker(config, shared_dir).start()
         if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
             # A CI timeout's SIGTERM unwinds like Ctrl-C, so launched servers are stopped.
@@ -96,9 +97,27 @@ def pytest_configure_node(node: Any) -> None:
     node.workerinput["vllm_shared_dir"] = str(node.config.stash[SESSION].shared_dir)
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist: with several targets, `--dist loadscope` gives each worker whole targets (scheduling.py)."""
+    vllm = config.stash[SESSION]
+    if not (vllm.several and config.getvalue("dist") == "loadscope"):
+        return None
+    from pytest_vllm.scheduling import ByTarget
+
+    return ByTarget(config, log, [target.name for target in vllm.settings.targets])
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     vllm = config.stash[SESSION]
-    s = vllm.settings
+    targets = [_header(view.settings) for view in vllm.views()]
+    if vllm.several:
+        targets = [f"[{t.name}] {line}" for t, line in zip(vllm.settings.targets, targets, strict=True)]
+    return [f"vllm: {line}" for line in targets + vllm.settings.describe()]
+
+
+def _header(s: _settings.Settings) -> str:
+    """What one target is: the server at its URL (and what it says it is), or what the run launches."""
     if s.url:
         from pytest_vllm.launchers import identify
 
@@ -107,7 +126,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     else:
         target = f"launches vLLM ({s.launcher}, {s.command or 'the installed vLLM ' + _installed_vllm()})"
         model = f"model {s.model}" if s.model else "the embedded tiny fixture models"
-    return [f"vllm: {target}; {model}", *("vllm: " + line for line in s.describe())]
+    return f"{target}; {model}"
 
 
 def _installed_vllm() -> str:
@@ -119,6 +138,15 @@ def _installed_vllm() -> str:
         except PackageNotFoundError:
             continue
     return "(none found)"
+
+
+@pytest.hookimpl(tryfirst=True)  # before `parametrize` marks: the target leads the id, test_x[TARGET-...]
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """With several targets, every check that uses the `vllm` fixture (each `vllm*` one does) once per target."""
+    vllm = metafunc.config.stash[SESSION]
+    if vllm.several and "vllm" in metafunc.fixturenames:
+        names = [target.name for target in vllm.settings.targets]
+        metafunc.parametrize("vllm", names, indirect=True, ids=names, scope="session")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -150,7 +178,7 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     vllm = item.config.stash[SESSION]
-    note = Note(check_id(item))
+    note = Note(check_id(item), target=target_of(item))
     if report.when == "teardown":
         note.request_seconds, note.findings = vllm.recorder.seconds(), vllm.recorder.findings
     elif report.when == "call":
@@ -277,13 +305,15 @@ def _prove(config: pytest.Config, vllm: VllmSession) -> None:
 
 @pytest.fixture(scope="session")
 def vllm(request: pytest.FixtureRequest) -> VllmSession:
-    """The run: `server_with(capability)`, `launch(...)`, `openai(server)`, `http(server)`, ..."""
-    return request.config.stash[SESSION]
+    """The run: `server_with(capability)`, `launch(...)`, `openai(server)`, `http(server)`, ...; with several
+    targets, the run as the check's target sees it."""
+    run = request.config.stash[SESSION]
+    return run.target(request.param) if run.several else run
 
 
 @pytest.fixture(scope="session")
 def vllm_server(vllm: VllmSession, request: pytest.FixtureRequest) -> VllmServer:
-    """The server under test, ready: the one at --vllm-url, or launched for this run."""
+    """The server under test, ready: the one at --vllm-url, or launched for this run (the target's)."""
     return vllm.main_server()
 
 

@@ -2,8 +2,8 @@
 
 For each fault of targets.py whose checks passed, a fault proxy (proxy.py) stands in front of the
 server they ran against, and one run of the shipped suites, in a subprocess, runs exactly those checks
-(by node id) against the fault's URL; a fault's checks on another server get a run of their own. Two
-runs go at a time. A passed check is then
+(by node id) against the fault's URL; a fault's checks on another server (or another target of a run of
+several) get a run of their own. Two runs go at a time. A passed check is then
 - `proved`: a fault made it fail;
 - `unproved`: no fault made it fail, and it passed under at least one (it cannot tell that bug);
 - `inconclusive`: no fault's run judged it (unsupported, error or skipped there, or the run died);
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pytest_vllm import targets
+from pytest_vllm.gate import with_target
 from pytest_vllm.report import PROOFS, Record
 
 if TYPE_CHECKING:
@@ -39,12 +40,14 @@ _TAIL = 1500  # characters of a broken run's output in the reason
 
 @dataclass(frozen=True)
 class Run:
-    """One fault's run: `checks` (ids) against `server`; `seconds`, what they took in the run proved."""
+    """One fault's run: `checks` (ids) against `server`; `seconds`, what they took in the run proved; `target`,
+    whose checks they are in a run of several."""
 
     fault: str
     server: VllmServer
     checks: tuple[str, ...]
     seconds: float
+    target: str = ""
 
 
 Outcomes = dict[str, tuple[str, str]]  # check id -> (outcome, reason) in one fault's run
@@ -52,12 +55,12 @@ Outcomes = dict[str, tuple[str, str]]  # check id -> (outcome, reason) in one fa
 
 def prove(
     records: Iterable[Record],
-    server_at: Callable[[str], VllmServer | None],
+    server_at: Callable[[str, str], VllmServer | None],
     execute: Callable[[Run], Outcomes],
     write: Callable[[str], object],
 ) -> dict:
     """Set `proof` and `proof_reason` of each passed record, running each fault's checks with `execute`
-    (a `Runner`); `server_at(base_url)` is the server a check ran against. The count of each proof."""
+    (a `Runner`); `server_at(base_url, target)` is the server a check ran against. The count of each proof."""
     started = time.monotonic()
     passed = [record for record in records if record.outcome == "passed"]
     runs, seen = plan(passed, server_at)
@@ -81,41 +84,45 @@ def prove(
     try:
         for run, outcomes in zip(runs, pool.map(attempt, runs), strict=True):
             for check in run.checks:
-                seen[check].append((run.fault, *outcomes[check]))
+                seen[with_target(check, run.target)].append((run.fault, *outcomes[check]))
     finally:  # interrupted: no waiting for the runs under way (the Runner kills them)
         pool.shutdown(wait=False, cancel_futures=True)
     for record in passed:
-        record.proof, record.proof_reason = verdict(seen[record.id]) if record.id in seen else ("untargeted", "")
+        found = seen.get(with_target(record.id, record.target))
+        record.proof, record.proof_reason = verdict(found) if found is not None else ("untargeted", "")
     summary: dict = {proof: sum(record.proof == proof for record in passed) for proof in PROOFS}
     return {**summary, "runs": len(runs), "seconds": round(time.monotonic() - started, 1)}
 
 
 def plan(
-    passed: list[Record], server_at: Callable[[str], VllmServer | None]
+    passed: list[Record], server_at: Callable[[str, str], VllmServer | None]
 ) -> tuple[list[Run], dict[str, list[tuple[str, str, str]]]]:
-    """The runs that prove `passed`: one per fault and server. And for each targeted check, the
-    (fault, outcome, reason) seen so far: a fault whose run cannot be had is inconclusive already."""
+    """The runs that prove `passed`: one per fault, server and target. And for each targeted check (keyed as
+    the gate keys it), the (fault, outcome, reason) seen so far: a fault whose run cannot be had is inconclusive
+    already."""
     patterns: dict[str, list[str]] = {}
     for row in targets.TARGETS:
         patterns.setdefault(row.fault, []).extend(row.checks)
-    servers: dict[str, VllmServer | None] = {}
+    servers: dict[tuple[str, str], VllmServer | None] = {}
     runs: list[Run] = []
     seen: dict[str, list[tuple[str, str, str]]] = {}
     for fault, checks in patterns.items():
-        by_server: dict[str, list[Record]] = {}
+        by_server: dict[tuple[str, str], list[Record]] = {}
         for record in passed:
             if any(targets.matches(record.id, pattern) for pattern in checks):
-                by_server.setdefault(record.server, []).append(record)
-                seen.setdefault(record.id, [])
-        for url, records in by_server.items():
-            if url not in servers:
-                servers[url] = server_at(url) if url else None
-            server = servers[url]
+                by_server.setdefault((record.server, record.target), []).append(record)
+                seen.setdefault(with_target(record.id, record.target), [])
+        for (url, target), records in by_server.items():
+            if (url, target) not in servers:
+                servers[url, target] = server_at(url, target) if url else None
+            server = servers[url, target]
             if server is None:
                 for record in records:
-                    seen[record.id].append((fault, "inconclusive", "the server it ran against is not known"))
+                    why = (fault, "inconclusive", "the server it ran against is not known")
+                    seen[with_target(record.id, target)].append(why)
             else:
-                runs.append(Run(fault, server, tuple(r.id for r in records), sum(r.duration for r in records)))
+                duration = sum(r.duration for r in records)
+                runs.append(Run(fault, server, tuple(r.id for r in records), duration, target))
     return runs, seen
 
 

@@ -87,7 +87,11 @@ def targets(data: dict, source: str) -> list[Column]:
     columns = []
     for target, records in groups.items():
         urls = {r["server"] for r in records.values()}
-        servers = [s for s in data.get("servers", []) if len(groups) == 1 or s.get("url") in urls]
+        servers = [
+            s
+            for s in data.get("servers", [])  # named by target (a run of several), else by the URLs its checks used
+            if len(groups) == 1 or (s["target"] == target if "target" in s else s.get("url") in urls)
+        ]
         identity = _identity(servers, data)
         name = target or _name(servers, data, source)
         columns.append(Column(name, identity, source, records, data))

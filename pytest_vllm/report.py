@@ -1,6 +1,7 @@
 """The results: one record per check, a per-area summary table, and the JSON results file.
 
-Runs where reports arrive whole: in pytest itself, or in the xdist controller.
+Runs where reports arrive whole: in pytest itself, or in the xdist controller. In a run of several targets a
+record is one check on one target: its `id` is the check's (as in a run of one), its `target` the target's name.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from pytest_vllm.gate import key, with_target
 
 if TYPE_CHECKING:
     from pytest_vllm.session import VllmSession
@@ -43,6 +46,14 @@ class Record:
     server: str = ""  # the base URL of the server the check ran against ("" for none, or several)
     proof: str = ""  # with --vllm-prove, of a passed check: proved, unproved, inconclusive or untargeted
     proof_reason: str = ""
+    target: str = ""  # in a run of several targets, the target's name
+
+    def data(self) -> dict:
+        """The record as the results file holds it (`target` only in a run of several)."""
+        data = asdict(self)
+        if not self.target:
+            del data["target"]
+        return data
 
 
 @dataclass
@@ -58,6 +69,7 @@ class Note:
     request_seconds: float = 0.0
     findings: list = field(default_factory=list)
     server: str = ""
+    target: str = ""
 
     @classmethod
     def of(cls, report: pytest.TestReport) -> Note:
@@ -69,15 +81,28 @@ class Note:
 
 def check_id(item: pytest.Item) -> str:
     """The check's id wherever it runs: `suites/<file>::<name>` for the shipped suites (from a
-    checkout, a wheel, a venv or an xdist worker alike), else the nodeid."""
+    checkout, a wheel, a venv or an xdist worker alike), else the nodeid; without its target, in a run
+    of several (`test_x[TARGET-a]` is check `test_x[a]` on TARGET)."""
     from pytest_vllm.cli import suites_dir
 
     try:
         path = "suites/" + item.path.resolve().relative_to(suites_dir().resolve()).as_posix()
+        _, sep, rest = item.nodeid.partition("::")
+        check = path + sep + rest
     except ValueError:
-        return item.nodeid
-    _, sep, rest = item.nodeid.partition("::")
-    return path + sep + rest
+        check = item.nodeid
+    target = target_of(item)
+    if not target:
+        return check
+    head, _, params = check.partition("[")
+    params = "" if params == f"{target}]" else params.removeprefix(f"{target}-")
+    return f"{head}[{params}" if params else head
+
+
+def target_of(item: pytest.Item) -> str:
+    """The target a check runs on in a run of several (its `vllm` parameter), else ""."""
+    callspec = getattr(item, "callspec", None)
+    return str(callspec.params.get("vllm", "")) if callspec is not None else ""
 
 
 def area_of(check: str) -> str:
@@ -107,11 +132,11 @@ class ReportPlugin:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         note = Note.of(report)
         outcome = outcome_of(report, note)
-        check = note.id
+        check = with_target(note.id, note.target)
         record = self.records.get(check)
         if record is None:
             record = self.records[check] = Record(
-                check, report.nodeid, area_of(check), outcome, "", "", "", 0.0, report.start
+                note.id, report.nodeid, area_of(note.id), outcome, "", "", "", 0.0, report.start, target=note.target
             )
         record.duration += report.duration
         record.request_seconds += note.request_seconds
@@ -132,11 +157,11 @@ class ReportPlugin:
             return
         from pytest_vllm import gate
 
-        self.comparison = gate.compare(gate.load(baseline), {r.id: asdict(r) for r in self.records.values()})
+        self.comparison = gate.compare(gate.load(baseline), {key(r.data()): r.data() for r in self.records.values()})
         session.exitstatus = 0 if self.comparison.ok else 1
 
     def counts(self) -> dict[str, Counter]:
-        return area_counts(vars(record) for record in self.records.values())
+        return area_counts(record.data() for record in self.records.values())
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.records:
@@ -144,15 +169,13 @@ class ReportPlugin:
         settings = self.vllm.settings
         servers = self.vllm.servers_seen()
         written = settings.report or settings.report_md or settings.report_html
-        if not (servers or written or settings.url or settings.baseline):
+        if not (servers or written or not settings.launches or settings.baseline):
             return
         write = terminalreporter.write_line
         terminalreporter.section("vllm conformance")
-        for server in servers:
-            write(server_line(server))
-        for line in table_lines(self.counts()):
+        records = [r.data() for r in self.records.values()]
+        for line in target_lines(servers, records, [t.name for t in settings.targets]):
             write(line)
-        records = [asdict(r) for r in self.records.values()]
         for line in reason_lines(records, repeat=True) + finding_lines(records):
             write(line)
         if self.proof is not None:
@@ -178,6 +201,11 @@ class ReportPlugin:
                 path.write_text(render.render(render.targets(data, settings.report or ""), form))
                 write(f"report ({form}): {path.resolve()}")
 
+    def _target_order(self, record: Record) -> int:
+        """Where a record's target is among the run's (the records of one target stay in the order they came)."""
+        names = [target.name for target in self.vllm.settings.targets]
+        return names.index(record.target) if record.target in names else len(names)
+
     def results(self, servers: list[dict]) -> dict:
         """The results file's content: the servers, settings, per-area counts, records, proof and gate."""
         data = {
@@ -186,7 +214,7 @@ class ReportPlugin:
             "servers": servers,
             "settings": self.vllm.settings.describe(),
             "counts": {area: dict(c) for area, c in sorted(self.counts().items())},
-            "checks": [asdict(r) for r in self.records.values()],
+            "checks": [r.data() for r in sorted(self.records.values(), key=self._target_order)],
         }
         if self.proof is not None:
             data["proof"] = self.proof
@@ -197,6 +225,18 @@ class ReportPlugin:
                 **asdict(self.comparison),
             }
         return data
+
+
+def target_lines(servers: list[dict], records: list[dict], targets: list[str]) -> list[str]:
+    """The servers and the per-area table; in a run of several targets, the servers and table of each target."""
+    if len(targets) < 2:
+        return [server_line(server) for server in servers] + table_lines(area_counts(records))
+    lines = []
+    for target in targets + [""] * any("target" not in r for r in records):
+        lines.append(f"target {target}:" if target else "tests on no target:")
+        lines += [server_line(server) for server in servers if server.get("target", "") == target]
+        lines += table_lines(area_counts(r for r in records if r.get("target", "") == target))
+    return lines
 
 
 def server_line(server: dict) -> str:
@@ -236,7 +276,7 @@ def reason_lines(records: list[dict], repeat: bool = False) -> list[str]:
     unsupported reason with its count."""
     lines = []
     red = (r for r in records if r["outcome"] in ("failed", "error"))
-    for reason, curl in sorted((f"{r['outcome']}: {r['id']}: {r['reason']}", r.get("curl")) for r in red):
+    for reason, curl in sorted((f"{r['outcome']}: {key(r)}: {r['reason']}", r.get("curl")) for r in red):
         lines += [reason, f"  repeat: {curl}"] if repeat and curl else [reason]
     unsupported = Counter(r["reason"] for r in records if r["outcome"] == "unsupported")
     return lines + [f"{count} {reason}" for reason, count in sorted(unsupported.items())]
@@ -245,7 +285,7 @@ def reason_lines(records: list[dict], repeat: bool = False) -> list[str]:
 def finding_lines(records: list[dict]) -> list[str]:
     """Findings beyond the verdicts, e.g. connections the server reset (and the request before)."""
     return [
-        f"finding: {r['id']}: {f['finding']}: {f['request']} ({f['error']}); "
+        f"finding: {key(r)}: {f['finding']}: {f['request']} ({f['error']}); "
         f"the request before it: {f['after'] or 'none'}"
         for r in records
         for f in r.get("findings", [])
@@ -256,11 +296,11 @@ def proof_lines(records: list[dict], proof: dict) -> list[str]:
     """What --vllm-prove found: the count of each proof, then each unproved and inconclusive pass with why."""
     counts = ", ".join(f"{proof[p]} {p}" for p in PROOFS)
     lines = [f"proof of the passes: {counts} ({proof['runs']} fault runs, {proof['seconds']:.0f} s)"]
-    unproved = sorted((r["id"], r["proof_reason"]) for r in records if r.get("proof") == "unproved")
+    unproved = sorted((key(r), r["proof_reason"]) for r in records if r.get("proof") == "unproved")
     if unproved:
         lines.append(f"{len(unproved)} pass{'es' if len(unproved) > 1 else ''} unproved:")
         lines += [f"unproved: {check}: {why}" for check, why in unproved]
-    inconclusive = sorted((r["id"], r["proof_reason"]) for r in records if r.get("proof") == "inconclusive")
+    inconclusive = sorted((key(r), r["proof_reason"]) for r in records if r.get("proof") == "inconclusive")
     return lines + [f"inconclusive: {check}: {why}" for check, why in inconclusive]
 
 

@@ -1,6 +1,7 @@
 """The run's vLLM state: which servers to test, their capabilities, whether the run was stopped.
 
-Its clients come from clients.py (`vllm.openai(server)`, `vllm.http(server)`, ...).
+Its clients come from clients.py (`vllm.openai(server)`, `vllm.http(server)`, ...). A run of several targets
+has a view of it per target (`target(name)`): that target's settings and servers, the rest shared.
 
 Created by the plugin at configure time and touching nothing until a fixture asks:
 the server pool, the fixture models and the HTTP clients all come on first use.
@@ -8,6 +9,7 @@ the server pool, the fixture models and the HTTP clients all come on first use.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import os
@@ -63,12 +65,33 @@ class VllmSession:
         self.overrides = dict(settings.capability)
         self._pool: ServerPool | None = None
         self._remote: VllmServer | VllmServerError | None = None
+        self._run = self  # the whole run: a target's view shares its pool and state
+        self._views: dict[str, VllmSession] = {}
         self.main_unavailable = False
         self.clients = Clients(self.recorder, settings.request_timeout)
         # The factories as checks call them: vllm.openai(server), vllm.http(server, api_key=None), ...
         self.openai, self.async_openai, self.http = self.clients.openai, self.clients.async_openai, self.clients.http
         self.server_of = self.clients.server_of
-        self._probe_clients: dict[str, httpx.Client] = {}
+        self._probe_clients: dict[tuple[str, str | None], httpx.Client] = {}
+
+    @property
+    def several(self) -> bool:
+        """Whether the run tests several targets (each check once per target)."""
+        return len(self.settings.targets) > 1
+
+    def target(self, name: str) -> VllmSession:
+        """The run as its target `name` sees it: that target's settings and servers; the recorder, clients,
+        pool, capability overrides and stop marker are the run's."""
+        if name not in self._views:
+            [target] = [t for t in self.settings.targets if t.name == name]
+            view = copy.copy(self)
+            view.settings, view._remote, view._views = self.settings.of(target), None, {}
+            self._views[name] = view
+        return self._views[name]
+
+    def views(self) -> list[VllmSession]:
+        """One session per target: the views of a run of several, else this one."""
+        return [self.target(t.name) for t in self.settings.targets] if self.several else [self]
 
     @property
     def embedded(self) -> bool:
@@ -77,13 +100,14 @@ class VllmSession:
 
     @property
     def pool(self) -> ServerPool:
-        if self._pool is None:
+        run = self._run
+        if run._pool is None:
             from pytest_vllm.launchers import SubprocessLauncher
             from pytest_vllm.pool import ServerPool
 
-            launcher = SubprocessLauncher(self.settings.command, self.settings.request_timeout)
-            self._pool = ServerPool(launcher, self.shared_dir, self.settings.startup_timeout, self.owner)
-        return self._pool
+            launcher = SubprocessLauncher(run.settings.command, run.settings.request_timeout)
+            run._pool = ServerPool(launcher, run.shared_dir, run.settings.startup_timeout, run.owner)
+        return run._pool
 
     # Servers
 
@@ -107,7 +131,7 @@ class VllmSession:
                 raise self._remote
             return self._remote
         except VllmServerError:
-            self.main_unavailable = True
+            self._run.main_unavailable = True
             raise
 
     def server_with(self, capability: str) -> VllmServer:
@@ -170,22 +194,44 @@ class VllmSession:
         return route, self._probe_client(server).get(route).status_code
 
     def _probe_client(self, server: VllmServer) -> httpx.Client:
-        if server.base_url not in self._probe_clients:  # its requests are not the check's: not recorded
-            self._probe_clients[server.base_url] = self.http(server, record=False)
-        return self._probe_clients[server.base_url]
+        where = (server.base_url, server.api_key)  # one model's server at a URL, another's key
+        if where not in self._probe_clients:  # its requests are not the check's: not recorded
+            self._probe_clients[where] = self.http(server, record=False)
+        return self._probe_clients[where]
 
     def servers_seen(self) -> list[dict]:
-        """What the report says of the servers tested: the remote one, or those launched."""
+        """What the report says of the servers tested: the remote one, or those launched; in a run of several
+        targets, each target's, with the target's name."""
+        if self.several:
+            return [
+                {"target": view.settings.targets[0].name, **seen}
+                for view in self.views()
+                for seen in view.servers_seen()
+            ]
         if self.settings.url is None:
-            return [server.describe() for server in self.pool.launched()] if self.shared_dir.exists() else []
+            launched = self.pool.launched() if self.shared_dir.exists() else []
+            return [server.describe() for server in launched if self._launched_for(server)]
         try:
             return [self.main_server().describe()]
         except VllmServerError as error:
             return [{"url": self.settings.url, "error": str(error)}]
 
-    def server_at(self, base_url: str) -> VllmServer | None:
-        """The run's server at `base_url`, with its key: the one at --vllm-url, or one launched (with a key,
-        it has --vllm-api-key's, or the run's own: the keyed copy of the embedded default)."""
+    def _launched_for(self, server: VllmServer) -> bool:
+        """Whether a server the run launched is this target's: in a run of several targets, one that serves the
+        target's model, or one of the embedded default's."""
+        if self._run is self:
+            return True
+        if self.settings.model is not None:
+            return server.model == self.settings.model
+        return server.model in {self.settings.fixture_model, *EMBEDDED_BY_CAPABILITY.values()}
+
+    def server_at(self, base_url: str, target: str = "") -> VllmServer | None:
+        """The run's server at `base_url` (in a run of several targets, target `target`'s), with its key: the
+        one at --vllm-url, or one launched (with a key, it has --vllm-api-key's, or the run's own: the keyed copy
+        of the embedded default)."""
+        if self.several:
+            known = target in {t.name for t in self.settings.targets}
+            return self.target(target).server_at(base_url) if known else None
         if self.settings.url is not None:
             try:
                 servers = [self.main_server()]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -22,13 +24,26 @@ def cache_root() -> Path:
     return Path(root) if root else Path.home() / ".cache" / "pytest-vllm"
 
 
+LAUNCH = "launch"  # --vllm-url's word for "servers this run launches"
+_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _named(value: str) -> tuple[str, str]:
+    """`NAME=VALUE` as (NAME, VALUE); ("", value) without a name."""
+    name, sep, rest = value.partition("=")
+    return (name, rest) if sep and _NAME.fullmatch(name) else ("", value)
+
+
 def _url(value: str) -> str:
-    parts = urlsplit(value)
+    name, url = _named(value)
+    if url == LAUNCH:
+        return value
+    parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("expected an http(s) URL such as http://localhost:8000")
+        raise ValueError(f"expected an http(s) URL such as http://localhost:8000, or {LAUNCH} (optionally NAME=...)")
     if parts.username or parts.password:
         raise ValueError("put credentials in --vllm-api-key, not in the URL")
-    return value.rstrip("/").removesuffix("/v1")
+    return (f"{name}=" if name else "") + url.rstrip("/").removesuffix("/v1")
 
 
 def _count(value: str) -> int:
@@ -101,6 +116,7 @@ class Option:
     metavar: str
     parse: Callable[[str], Any] = str
     repeatable: bool = False
+    per_target: bool = False  # repeatable on the command line, each value for the targets beside it (one elsewhere)
     secret: bool = False
     switch: bool = False  # a flag without a value on the command line (env and ini: yes or no)
 
@@ -118,14 +134,29 @@ class Option:
 
 
 OPTIONS = (
-    Option("url", "Base URL of a running vLLM server to test (default: launch one).", "URL", _url),
-    Option("api_key", "API key the server expects (never printed).", "KEY", secret=True),
+    Option(
+        "url",
+        "Base URL of a running vLLM server to test (default: launch one); repeat it to test several, "
+        f"`{LAUNCH}` for servers this run launches beside them, NAME=URL to name the target.",
+        "URL",
+        _url,
+        per_target=True,
+    ),
+    Option(
+        "api_key",
+        "API key the server expects (never printed); repeated, each is the key of the --vllm-url before it.",
+        "KEY",
+        secret=True,
+        per_target=True,
+    ),
     Option(
         "model",
         "With --vllm-url: the served model to test (default: the first /v1/models lists). "
         "Otherwise: the model to launch, a hub id or a local directory, as `vllm serve MODEL` "
-        "takes it (default: the embedded tiny fixture models).",
+        "takes it (default: the embedded tiny fixture models). Repeated, each is a target of the --vllm-url "
+        "before it.",
         "MODEL",
+        per_target=True,
     ),
     Option(
         "fixture_model",
@@ -187,6 +218,17 @@ OPTIONS = (
 )
 
 
+@dataclass(frozen=True)
+class Target:
+    """One server and model the run tests: at `url`, or launched (`url` None; `model` None: the embedded
+    default at launch, the first listed model at a URL)."""
+
+    name: str  # in the id of each check on it when the run has several targets: test_x[NAME-...]
+    url: str | None = None
+    model: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+
+
 @dataclass
 class Settings:
     """The resolved option values, with their defaults, and where each one came from."""
@@ -208,6 +250,7 @@ class Settings:
     fuzz: str = "replay"
     fuzz_examples: int | None = None
     prove: bool = False
+    targets: tuple[Target, ...] = ()
     sources: dict[str, str] = field(default_factory=dict)
     given: dict[str, Any] = field(default_factory=dict)  # as written, for the header
 
@@ -219,12 +262,29 @@ class Settings:
             if value in (None, (), False):
                 continue
             shown = self.given.get(option.name, value)
-            if option.repeatable:
+            if option.repeatable or isinstance(shown, list):
                 shown = " ".join(shown)
             if option.secret:
                 shown = "***"
             lines.append(f"{option.flag}{'' if option.switch else '=' + str(shown)} ({self.sources[option.name]})")
         return lines
+
+    @property
+    def launches(self) -> bool:
+        """Whether a target is launched by the run (not only tested at a URL)."""
+        return any(target.url is None for target in self.targets)
+
+    def of(self, target: Target) -> Settings:
+        """These settings as one target of the run sees them."""
+        return replace(self, url=target.url, model=target.model, api_key=target.api_key, targets=(target,))
+
+
+class _InOrder(argparse.Action):
+    """`append`, and the option noted in `vllm_order` too: which --vllm-model follows which --vllm-url."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest, None) or []), values])
+        namespace.vllm_order = [*getattr(namespace, "vllm_order", []), (self.dest.removeprefix("vllm_"), values)]
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -232,6 +292,8 @@ def add_options(parser: pytest.Parser) -> None:
     for option in OPTIONS:
         if option.switch:
             kind: dict[str, Any] = {"action": "store_const", "const": "yes"}
+        elif option.per_target:
+            kind = {"action": _InOrder, "metavar": option.metavar}
         else:
             kind = {"action": "append" if option.repeatable else "store", "metavar": option.metavar}
         group.addoption(
@@ -248,11 +310,16 @@ def add_options(parser: pytest.Parser) -> None:
 def resolve(config: pytest.Config) -> Settings:
     """Resolve every option once; a bad value is a UsageError naming what is valid."""
     settings = Settings()
+    values: dict[str, list[str]] = {}  # the per-target options' values, parsed
     for option in OPTIONS:
         raw, source = _raw(config, option)
         try:
             if option.repeatable:
                 value = tuple(option.parse(item) for item in raw or ())
+            elif option.per_target:  # a list from the command line, where it may be repeated
+                items = raw if isinstance(raw, list) else [] if raw is None else [raw]
+                values[option.name] = [option.parse(item) for item in items]
+                value = None
             else:
                 value = getattr(settings, option.name) if raw is None else option.parse(raw)
         except ValueError as error:
@@ -261,7 +328,62 @@ def resolve(config: pytest.Config) -> Settings:
         settings.sources[option.name] = source
         if raw is not None:
             settings.given[option.name] = raw
+    order = [name for name, _ in getattr(config.option, "vllm_order", [])]
+    settings.targets = _targets(values, settings.sources, order)
+    first = settings.targets[0]
+    settings.url, settings.model, settings.api_key = first.url, first.model, first.api_key
     return settings
+
+
+def _targets(values: dict[str, list[str]], sources: dict[str, str], order: list[str]) -> tuple[Target, ...]:
+    """The run's targets from the --vllm-url, --vllm-model and --vllm-api-key values (`order`: the options as the
+    command line gave them): each model and key belongs to the URL before it on the command line; with no URL the
+    models are launched. A model before the first URL (or not given on the command line) is the first URL's, a
+    key there every URL's that has none of its own. A URL without a model tests its first listed model, `launch`
+    without one the embedded default."""
+    cli = [name for name in values if sources[name].startswith("--")]
+    names = [name for name in values if name not in cli for _ in values[name]]  # url first, then model and key
+    names.sort(key=lambda name: name != "url")
+    names += [name for name in order if name in cli]
+    left = {name: list(values[name]) for name in values}
+    ahead: dict[str, list[str]] = {"model": [], "api_key": []}  # given before the first URL
+    groups: list[dict[str, Any]] = []
+    for name in names:
+        value = left[name].pop(0)
+        if name == "url":
+            groups.append({"url": value, "model": [], "api_key": []})
+        else:
+            (groups[-1] if groups else ahead)[name].append(value)
+    groups = groups or [{"url": LAUNCH, "model": [], "api_key": []}]
+    groups[0]["model"][:0] = ahead["model"]
+    targets = []
+    for group in [{"url": "before the first --vllm-url", "api_key": ahead["api_key"]}, *groups]:
+        if len(group["api_key"]) > 1:
+            raise pytest.UsageError(f"--vllm-api-key: one key per --vllm-url, {group['url']} was given several")
+    for group in groups:
+        key = next(iter(group["api_key"] or ahead["api_key"]), None)
+        name, url = _named(group["url"])
+        for model in group["model"] or [None]:
+            named, model = _named(model) if model else ("", model)
+            where = None if url == LAUNCH else url
+            targets.append(
+                Target(named or _target_name(name, where, model, len(group["model"]) > 1), where, model, key)
+            )
+    names = [target.name for target in targets]
+    for index, target in enumerate(targets):
+        if names.count(target.name) > 1:
+            targets[index] = replace(target, name=f"{target.name}-{names[: index + 1].count(target.name)}")
+    return tuple(targets)
+
+
+def _target_name(name: str, url: str | None, model: str | None, several: bool) -> str:
+    """A target's name where none is given: the URL's host and port (and the model, for one of several models at
+    it), or the launched model's folder name (`embedded` for the embedded default)."""
+    if url is None:
+        return name or (Path(model).name if model else "embedded")
+    parts = urlsplit(url)
+    base = name or (f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname))
+    return f"{base}/{model}" if several and model else base
 
 
 def _raw(config: pytest.Config, option: Option) -> tuple[Any, str]:

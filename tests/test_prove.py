@@ -97,7 +97,7 @@ def test_each_pass_gets_its_proof_from_the_runs_of_the_faults_that_target_it(mon
         return dict.fromkeys(run.checks, (outcomes[run.fault], f"{run.fault} says so"))
 
     lines: list[str] = []
-    summary = prove.prove(records, lambda url: _server() if url == "http://a" else None, execute, lines.append)
+    summary = prove.prove(records, lambda url, target: _server() if url == "http://a" else None, execute, lines.append)
     assert sorted(runs) == [
         ("breaks", "http://a", (a, b)),
         ("harmless", "http://a", (b, c)),
@@ -134,7 +134,7 @@ def test_a_fault_run_that_breaks_leaves_its_checks_inconclusive(monkeypatch):
         raise ConnectionRefusedError("the proxy could not start")
 
     records = [_record(VERSION)]
-    prove.prove(records, lambda url: _server(), execute, lambda line: None)
+    prove.prove(records, lambda url, target: _server(), execute, lambda line: None)
     assert records[0].proof == "inconclusive"
     assert "the fault's run broke: ConnectionRefusedError('the proxy could not start')" in records[0].proof_reason
 
