@@ -8,6 +8,7 @@ the tail of its own log.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import json
 import os
@@ -16,9 +17,10 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import httpx
 
@@ -26,6 +28,9 @@ from pytest_vllm import progress
 from pytest_vllm.outcomes import VllmServerError
 from pytest_vllm.processes import alive, free_port, stop_process_group
 from pytest_vllm.server_logs import root_cause, tail
+
+if TYPE_CHECKING:
+    from pytest_vllm.settings import Settings
 
 LOG_TAIL_LINES = 40
 _POLL_SECONDS = 0.5
@@ -65,6 +70,7 @@ class VllmServer:
     api_key: str | None = field(default=None, repr=False)
     log_path: str | None = None
     pid: int | None = None
+    container: str | None = None  # the docker launcher's container id
     startup_seconds: float | None = None
     identity: str = ""
     capabilities: dict[str, bool] = field(default_factory=dict, repr=False)
@@ -85,7 +91,11 @@ class VllmServer:
             return None
 
     def is_alive(self) -> bool:
-        """False once a launched process has exited (a remote server is assumed alive)."""
+        """False once a launched process or container has exited (a remote server is assumed alive)."""
+        if self.container is not None:
+            from pytest_vllm.docker_launcher import running
+
+            return running(self.container)
         return self.pid is None or alive(self.pid)
 
     def describe(self) -> dict:
@@ -113,11 +123,25 @@ class VllmServer:
 
 
 class Launcher(Protocol):
-    """Starts and stops servers; every launcher returns a ready `VllmServer`."""
+    """Starts and stops servers; every launcher returns a ready `VllmServer` (see `wait_ready`).
+
+    `workdir` is the run's folder, shared by its xdist workers: logs go there. `stop` may get a server
+    another process started; `close` ends the run (on its owner, after every server's `stop`).
+    """
 
     def start(self, spec: ServerSpec, workdir: Path, timeout: float) -> VllmServer: ...
 
     def stop(self, server: VllmServer) -> None: ...
+
+    def close(self, workdir: Path) -> None: ...
+
+
+def launcher_for(settings: Settings) -> Launcher:
+    """The launcher --vllm-launcher picks from the registry (`settings.LAUNCHERS`), imported only then."""
+    from pytest_vllm.settings import LAUNCHERS
+
+    module, _, name = LAUNCHERS[settings.launcher].partition(":")
+    return getattr(importlib.import_module(module), name).from_settings(settings)
 
 
 def redact(text: str, secret: str | None) -> str:
@@ -214,6 +238,44 @@ def default_command() -> list[str]:
     )
 
 
+def serve_args(spec: ServerSpec, command: list[str], host: str, port: int) -> list[str]:
+    """The server's arguments after `command` (`vllm serve` takes the model first, the api_server module
+    as --model)."""
+    model = [spec.model] if command[-1:] == ["serve"] else ["--model", spec.model]
+    served = ["--served-model-name", spec.served_name] if spec.served_name else []
+    return [*model, *served, "--host", host, "--port", str(port), "--seed", "0", *spec.serve_args]
+
+
+def wait_ready(server: VllmServer, exit_code: Callable[[], int | None], timeout: float, request_timeout: float) -> None:
+    """Return once /health answers 200 and /v1/models lists the server's model; fail at once, with the root
+    cause from its log, when `exit_code()` says it exited, or after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    headers = auth_headers(server.api_key)
+    with httpx.Client(base_url=server.base_url, headers=headers, timeout=5) as client:
+        while time.monotonic() < deadline:
+            code = exit_code()
+            if code is not None:
+                raise VllmServerError(
+                    f"{_root_cause_line(server)}vLLM exited with code {code} before it was ready "
+                    f"({shlex.join(server.launch_args)}).\n"
+                    f"Last lines of its log ({server.log_path}):\n{server.log_tail()}"
+                )
+            try:
+                if client.get("/health").status_code == 200:
+                    server.models = [m["id"] for m in client.get("/v1/models").json()["data"]]
+                    if server.model in server.models:
+                        server.version = server_version(server.base_url, request_timeout)
+                        return
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass
+            time.sleep(_POLL_SECONDS)
+    raise VllmServerError(
+        f"{_root_cause_line(server)}vLLM was not ready after {timeout:.0f} s ({shlex.join(server.launch_args)}). "
+        f"Raise --vllm-startup-timeout if the model is large.\n"
+        f"Last lines of its log ({server.log_path}):\n{server.log_tail()}"
+    )
+
+
 class SubprocessLauncher:
     """Runs vLLM as a child process in its own process group, logging to a file."""
 
@@ -221,11 +283,13 @@ class SubprocessLauncher:
         self.command = shlex.split(command) if command else None
         self.request_timeout = request_timeout
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SubprocessLauncher:
+        return cls(settings.command, settings.request_timeout)
+
     def argv(self, spec: ServerSpec, port: int) -> list[str]:
         command = self.command or default_command()
-        model = [spec.model] if command[-1] == "serve" else ["--model", spec.model]
-        served = ["--served-model-name", spec.served_name] if spec.served_name else []
-        return [*command, *model, *served, "--host", "127.0.0.1", "--port", str(port), "--seed", "0", *spec.serve_args]
+        return [*command, *serve_args(spec, command, "127.0.0.1", port)]
 
     def start(self, spec: ServerSpec, workdir: Path, timeout: float) -> VllmServer:
         keyed = " (with an API key)" if spec.api_key else ""
@@ -261,41 +325,18 @@ class SubprocessLauncher:
             pid=process.pid,
         )
         try:
-            self._wait_ready(server, process, timeout)
+            wait_ready(server, process.poll, timeout, self.request_timeout)
         except BaseException:
             self.stop(server)
             raise
         server.startup_seconds = round(time.monotonic() - started, 1)
         return server
 
-    def _wait_ready(self, server: VllmServer, process: subprocess.Popen, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        headers = auth_headers(server.api_key)
-        with httpx.Client(base_url=server.base_url, headers=headers, timeout=5) as client:
-            while time.monotonic() < deadline:
-                if process.poll() is not None:
-                    raise VllmServerError(
-                        f"{_root_cause_line(server)}vLLM exited with code {process.returncode} before it was ready "
-                        f"({shlex.join(server.launch_args)}).\n"
-                        f"Last lines of its log ({server.log_path}):\n{server.log_tail()}"
-                    )
-                try:
-                    if client.get("/health").status_code == 200:
-                        server.models = [m["id"] for m in client.get("/v1/models").json()["data"]]
-                        if server.model in server.models:
-                            server.version = server_version(server.base_url, self.request_timeout)
-                            return
-                except (httpx.HTTPError, ValueError, KeyError):
-                    pass
-                time.sleep(_POLL_SECONDS)
-        raise VllmServerError(
-            f"{_root_cause_line(server)}vLLM was not ready after {timeout:.0f} s ({shlex.join(server.launch_args)}). "
-            f"Raise --vllm-startup-timeout if the model is large.\n"
-            f"Last lines of its log ({server.log_path}):\n{server.log_tail()}"
-        )
-
     def stop(self, server: VllmServer) -> None:
         stop_process_group(server.pid)
+
+    def close(self, workdir: Path) -> None:
+        """Nothing is left: each server's process group was stopped."""
 
 
 def _root_cause_line(server: VllmServer) -> str:

@@ -124,7 +124,8 @@ def _header(s: _settings.Settings) -> str:
         target = f"server {s.url}, {identify(s.url, s.api_key, min(s.request_timeout, 5))}"
         model = f"model {s.model or 'the first /v1/models lists'}"
     else:
-        target = f"launches vLLM ({s.launcher}, {s.command or 'the installed vLLM ' + _installed_vllm()})"
+        what = f"image {s.image}" if s.launcher == "docker" else s.command or f"the installed vLLM {_installed_vllm()}"
+        target = f"launches vLLM ({s.launcher}, {what})"
         model = f"model {s.model}" if s.model else "the embedded tiny fixture models"
     return f"{target}; {model}"
 

@@ -63,3 +63,4 @@ class ServerPool:
         if self.owner:
             for server in self.launched():
                 self.launcher.stop(server)
+            self.launcher.close(self.shared_dir)

@@ -102,10 +102,10 @@ class VllmSession:
     def pool(self) -> ServerPool:
         run = self._run
         if run._pool is None:
-            from pytest_vllm.launchers import SubprocessLauncher
+            from pytest_vllm.launchers import launcher_for
             from pytest_vllm.pool import ServerPool
 
-            launcher = SubprocessLauncher(run.settings.command, run.settings.request_timeout)
+            launcher = launcher_for(run.settings)
             run._pool = ServerPool(launcher, run.shared_dir, run.settings.startup_timeout, run.owner)
         return run._pool
 

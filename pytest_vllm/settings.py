@@ -14,7 +14,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-LAUNCHERS = ("subprocess",)  # the Launcher protocol admits more (docker is next)
+# The launchers --vllm-launcher picks from: name -> "module:class", imported only when picked.
+LAUNCHERS = {
+    "subprocess": "pytest_vllm.launchers:SubprocessLauncher",
+    "docker": "pytest_vllm.docker_launcher:DockerLauncher",
+}
 FUZZ_MODES = ("replay", "seed", "explore")
 
 
@@ -165,7 +169,18 @@ OPTIONS = (
         "NAME",
         _fixture_model,
     ),
-    Option("launcher", f"How to launch a server: {' or '.join(LAUNCHERS)}.", "NAME", _launcher),
+    Option(
+        "launcher",
+        f"How to launch a server: {' or '.join(LAUNCHERS)} (with --vllm-image; default: subprocess).",
+        "NAME",
+        _launcher,
+    ),
+    Option(
+        "image",
+        "With --vllm-launcher docker: the vLLM image to run, e.g. vllm/vllm-openai-cpu:v0.32.0 (pulled if "
+        "missing) or one `python -m pytest_vllm.cpu_image` built.",
+        "IMAGE",
+    ),
     Option(
         "command",
         "Command that starts vLLM, e.g. 'vllm serve' or "
@@ -238,6 +253,7 @@ class Settings:
     model: str | None = None
     fixture_model: str = "tiny-chat"
     launcher: str = "subprocess"
+    image: str | None = None
     command: str | None = None
     serve_arg: tuple[str, ...] = ()
     startup_timeout: float = 900.0
@@ -332,6 +348,11 @@ def resolve(config: pytest.Config) -> Settings:
     settings.targets = _targets(values, settings.sources, order)
     first = settings.targets[0]
     settings.url, settings.model, settings.api_key = first.url, first.model, first.api_key
+    if settings.launcher == "docker" and settings.image is None and settings.launches:
+        raise pytest.UsageError(
+            "--vllm-launcher docker needs --vllm-image IMAGE: vLLM's own (vllm/vllm-openai-cpu, vllm/vllm-openai) "
+            "or a CPU image built without a registry by `python -m pytest_vllm.cpu_image`"
+        )
     return settings
 
 
