@@ -288,6 +288,8 @@ def test_interrupt_leaves_no_server_behind(pytester, fake_command, monkeypatch, 
         cwd=pytester.path,
         stdout=subprocess.PIPE,
         text=True,
+        # as from a terminal: an xdist worker ignores SIGINT, and Python keeps an inherited SIG_IGN
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     for line in process.stdout:
         if "READY" in line:
