@@ -13,7 +13,7 @@ import math
 
 import pytest
 
-from pytest_vllm.checks.answers import NEAR_TIE, TRIES, agreeing
+from pytest_vllm.checks.answers import NEAR_TIE, TRIES, agreeing, pause
 from pytest_vllm.checks.expect import answered_ok
 from pytest_vllm.checks.sse import choice_chunks, join_choices, read_stream
 from pytest_vllm.outcomes import inconclusive
@@ -187,7 +187,8 @@ def test_stream_joins_to_the_non_streamed_answer(vllm, vllm_server, generate, en
     it is inconclusive if it parts there each time."""
     greedy = sampling["temperature"] == 0 and vllm.has(vllm_server, "logprobs")
     fields = {**sampling, **(endpoint["logprobs"] if greedy else {})}
-    for _ in range(TRIES):
+    for attempt in range(TRIES):
+        pause(attempt)
         chunks = generate(stream=True, stream_options={"include_usage": True}, **fields)
         whole = generate(stream=False, **fields)
         streamed = join_choices(chunks)

@@ -10,22 +10,31 @@ breaks the length rules, which hold for any model with or without vLLM's `ignore
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pytest_vllm.outcomes import Deviation
 
 NEAR_TIE = 0.5  # nats: far above batch rounding (fp32 or bf16), far below a confident choice
-TRIES = 3
+TRIES = 5
 A = TypeVar("A")
+
+
+def pause(attempt: int) -> None:
+    """Wait before try `attempt` (0-based) of `TRIES`: 0, 1, 2, 4, 8 s, for the requests batched with the
+    last try to pass."""
+    if attempt:
+        time.sleep(2 ** (attempt - 1))
 
 
 def agreeing(pair: Callable[[], tuple[A, A]], same: Callable[[A, A], bool] = lambda a, b: a == b) -> tuple[A, A]:
     """The first of `TRIES` pairs of answers `pair()` that are the `same`, else the last pair. Two answers
     that must be equal (one seed, greedy decoding, a stream and its answer) may part when other requests
-    batched with them round differently (vLLM is not batch-invariant by default): asked again they agree;
-    a server that ignores the field they share parts every time."""
-    for _ in range(TRIES):
+    batched with them round or sample differently (vLLM is not batch-invariant by default): asked again,
+    after a pause, they agree; a server that ignores the field they share parts every time."""
+    for attempt in range(TRIES):
+        pause(attempt)
         first, second = pair()
         if same(first, second):
             break
