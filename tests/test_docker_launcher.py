@@ -191,6 +191,8 @@ def _waiting_run(pytester, fake) -> subprocess.Popen:
         cwd=pytester.path,
         stdout=subprocess.PIPE,
         text=True,
+        # as from a terminal: an xdist worker ignores SIGINT, and Python keeps an inherited SIG_IGN
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert process.stdout is not None
     for line in process.stdout:
