@@ -41,10 +41,10 @@ EMBEDDED_ENV = (
 
 
 WEDGED_AFTER = 30.0  # seconds a one-token generation may take before a server that lost a request is wedged
-_GENERATION = (("completions", "/v1/completions"), ("chat", "/v1/chat/completions"))
-_GENERATION_INPUT: dict[str, dict[str, object]] = {
-    "/v1/completions": {"prompt": "Hello"},
-    "/v1/chat/completions": {"messages": [{"role": "user", "content": "Hello"}]},
+# A one-token generation by the capability that serves it: its route and input.
+_ONE_TOKEN: dict[str, tuple[str, dict[str, object]]] = {
+    "completions": ("/v1/completions", {"prompt": "Hello"}),
+    "chat": ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hello"}]}),
 }
 
 
@@ -254,10 +254,11 @@ class VllmSession:
         except httpx.TransportError:
             return "connection refused"
         known = {**server.capabilities, **self.overrides}  # as probed before: a wedged server is not probed now
-        route = next((r for c, r in _GENERATION if known.get(c)), None)
-        if route is None:
+        served = next((generation for c, generation in _ONE_TOKEN.items() if known.get(c)), None)
+        if served is None:
             return None
-        body = {"model": server.model, "max_tokens": 1, **_GENERATION_INPUT[route]}
+        route, fields = served
+        body = {"model": server.model, "max_tokens": 1, **fields}
         wait = min(WEDGED_AFTER, self.settings.request_timeout)
         try:
             httpx.post(f"{server.base_url}{route}", json=body, headers=headers, timeout=wait)

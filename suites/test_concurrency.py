@@ -19,7 +19,7 @@ import time
 import httpx
 import pytest
 
-from pytest_vllm.checks.answers import NEAR_TIE
+from pytest_vllm.checks.answers import NEAR_TIE, lead
 from pytest_vllm.checks.expect import answered_ok
 from pytest_vllm.checks.sse import join_choices, read_stream
 from pytest_vllm.verdicts import failure_class
@@ -151,13 +151,13 @@ async def test_concurrent_greedy_answers_leave_the_sequential_ones_only_at_near_
             if at >= len(alone["tokens"]):
                 far.append(f"{prompt!r}: {len(together['tokens'])} tokens, {len(alone['tokens'])} alone")
                 continue
-            top = [*sorted(alone["top_logprobs"][at].values(), reverse=True), float("-inf")]
-            if top[0] - top[1] <= NEAR_TIE:
+            margin = lead(alone["top_logprobs"][at].values())
+            if margin <= NEAR_TIE:
                 near_ties += 1
             else:
                 far.append(
                     f"{prompt!r} at token {at}: {together['tokens'][at]!r} for {alone['tokens'][at]!r}, "
-                    f"which led by {top[0] - top[1]:.2f} nats"
+                    f"which led by {margin:.2f} nats"
                 )
         total = len(responses)
         same = total - near_ties - len(far)

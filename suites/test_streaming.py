@@ -13,7 +13,7 @@ import math
 
 import pytest
 
-from pytest_vllm.checks.answers import NEAR_TIE, TRIES, agreeing, pause
+from pytest_vllm.checks.answers import NEAR_TIE, TRIES, agreeing, lead, pause
 from pytest_vllm.checks.expect import answered_ok
 from pytest_vllm.checks.sse import choice_chunks, join_choices, read_stream
 from pytest_vllm.outcomes import inconclusive
@@ -175,9 +175,10 @@ def _near_tie(streamed, whole):
     at = next((i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a[0] != b[0]), None)
     if at is None:
         return None
-    top = [*sorted((value for _, value in theirs[at][2]), reverse=True), float("-inf"), float("-inf")]
-    lead = top[0] - top[1]
-    return f"token {at}, {ours[at][0]!r} for {theirs[at][0]!r}, led by {lead:.3f} nats" if lead <= NEAR_TIE else None
+    margin = lead(value for _, value in theirs[at][2])
+    return (
+        f"token {at}, {ours[at][0]!r} for {theirs[at][0]!r}, led by {margin:.3f} nats" if margin <= NEAR_TIE else None
+    )
 
 
 @pytest.mark.parametrize("sampling", [{"temperature": 0}, SEEDED], ids=["greedy", "seeded"])

@@ -3,7 +3,8 @@
 `Answer` is the JSON of an answer whose missing field fails the check as the server's deviation
 (never a KeyError, which would be pytest-vllm's own error). `length_problem` says how an answer
 breaks the length rules, which hold for any model with or without vLLM's `ignore_eos`.
-`NEAR_TIE` bounds what batching may flip in a greedy answer (vLLM is not batch-invariant by default);
+`NEAR_TIE` bounds what batching may flip in a greedy answer (vLLM is not batch-invariant by default),
+measured by a token's `lead` over the runner-up;
 `agreeing` asks again for two answers that must be equal and parted.
 """
 
@@ -11,13 +12,21 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from pytest_vllm.outcomes import Deviation
 
 NEAR_TIE = 0.5  # nats: far above batch rounding (fp32 or bf16), far below a confident choice
 TRIES = 5
+
+
+def lead(logprobs: Iterable[float]) -> float:
+    """How far the likeliest of `logprobs` leads the runner-up (infinite where there is no runner-up)."""
+    top = [*sorted(logprobs, reverse=True), float("-inf"), float("-inf")]
+    return top[0] - top[1]
+
+
 A = TypeVar("A")
 
 
