@@ -71,6 +71,12 @@ def running(container_id: str) -> bool:
         return False
 
 
+def listed(docker_client: docker.DockerClient, **filters: str | list[str] | bool) -> list[Container]:
+    """The containers (any state) that match `filters`, less those removed while being listed: the SDK inspects
+    each one, and another run's container, or a stopped one the daemon is still deleting, may be gone by then."""
+    return docker_client.containers.list(all=True, filters=filters, ignore_removed=True)
+
+
 def remove(container: Container) -> None:
     """Remove the container, whatever its state, unless something else just did."""
     import docker
@@ -163,7 +169,7 @@ class DockerLauncher:
                 detach=True,
             )
         except docker.errors.APIError as error:  # created, but it could not start (an entrypoint not found, ...)
-            for created in self.client.containers.list(all=True, filters={"name": name}):
+            for created in listed(self.client, name=f"^/{name}$"):
                 remove(created)
             raise VllmServerError(f"Docker could not start a container of {self.image}: {error.explanation}") from None
         self._follow(container, log_path)
@@ -258,14 +264,14 @@ class DockerLauncher:
 
     def close(self, workdir: Path) -> None:
         """Remove every container of the run still left (one started when the run was interrupted)."""
-        for container in self.client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={workdir.name}"}):
+        for container in listed(self.client, label=f"{RUN_LABEL}={workdir.name}"):
             remove(container)
 
 
 def reap(docker_client: docker.DockerClient) -> int:
     """Remove the containers of runs whose owner is gone (as testcontainers' reaper does); how many."""
     removed = 0
-    for container in docker_client.containers.list(all=True, filters={"label": RUN_LABEL}):
+    for container in listed(docker_client, label=RUN_LABEL):
         if not _owner_alive(container.labels.get(OWNER_LABEL, "")):
             remove(container)
             removed += 1

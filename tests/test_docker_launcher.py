@@ -25,7 +25,7 @@ from helpers import load_results, run_suites
 from test_conformance import MODELS
 
 from pytest_vllm import cpu_image
-from pytest_vllm.docker_launcher import OWNER_LABEL, RUN_LABEL, DockerLauncher, _mounts, _owner_alive, reap
+from pytest_vllm.docker_launcher import OWNER_LABEL, RUN_LABEL, DockerLauncher, _mounts, _owner_alive, listed, reap
 from pytest_vllm.launchers import ServerSpec
 from pytest_vllm.outcomes import VllmServerError
 from pytest_vllm.processes import stat_fields
@@ -57,7 +57,7 @@ def cpu(docker_client):
 def containers(client, **labels: str) -> list:
     """The containers of pytest-vllm runs (all states), those with `labels` only if given."""
     wanted = [f"{name}={value}" for name, value in labels.items()] or [RUN_LABEL]
-    return client.containers.list(all=True, filters={"label": wanted})
+    return listed(client, label=wanted)
 
 
 def owned_by(client, pid: int) -> list:
@@ -175,6 +175,23 @@ def test_a_new_run_removes_the_containers_of_a_killed_one(docker_client, fake, p
     pytester.runpytest_subprocess(*docker_args(fake)).assert_outcomes(passed=1)
     assert owned_by(docker_client, process.pid) == [], "the new run removed the killed run's container"
     assert reap(docker_client) == 0, "nothing else was left"
+
+
+def test_a_container_removed_while_listed_does_not_fail_a_launch(docker_client, fake, tmp_path, monkeypatch):
+    """The SDK lists containers, then inspects each: one another process removes in between (in CI, a stopped
+    container the daemon was still deleting) made the reaper raise NotFound, and the launch behind it an error."""
+    gone = docker_client.containers.create(fake, labels={RUN_LABEL: "gone", OWNER_LABEL: "elsewhere 0 1 2"})
+    inspect = docker_client.api.inspect_container
+
+    def removed_first(container_id):
+        if container_id == gone.id:
+            gone.remove(force=True)
+        return inspect(container_id)
+
+    monkeypatch.setattr(docker_client.api, "inspect_container", removed_first)
+    assert reap(docker_client) == 0
+    assert [c.id for c in listed(docker_client, label=RUN_LABEL)] == []
+    DockerLauncher(fake, None, request_timeout=30).close(tmp_path)
 
 
 def _waiting_run(pytester, fake) -> subprocess.Popen:
