@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pytest_vllm import progress
-from pytest_vllm.launchers import ServerSpec, VllmServer, serve_args, wait_ready
+from pytest_vllm.launchers import ServerSpec, VllmServer, new_log, serve_args, wait_ready
 from pytest_vllm.outcomes import VllmServerError
 from pytest_vllm.processes import free_port, stat_fields
 
@@ -111,7 +111,7 @@ class DockerLauncher:
             self._client = client()
         return self._client
 
-    def start(self, spec: ServerSpec, workdir: Path, timeout: float) -> VllmServer:
+    def start(self, spec: ServerSpec, workdir: Path, timeout: float, port: int | None = None) -> VllmServer:
         global _reaped
         if not _reaped:
             reap(self.client)
@@ -119,7 +119,7 @@ class DockerLauncher:
         entrypoint = self.command or self._entrypoint()
         keyed = " (with an API key)" if spec.api_key else ""
         with progress.step(workdir, f"starting vLLM for {spec.name}{keyed} in {self.image}", done="ready"):
-            return self._start(spec, workdir, timeout, entrypoint)
+            return self._start(spec, workdir, timeout, entrypoint, port)
 
     def _entrypoint(self) -> list[str]:
         """The image's entrypoint (pulled first if the daemon lacks it): vLLM's images start `vllm serve`."""
@@ -137,18 +137,21 @@ class DockerLauncher:
                 ) from None
         return list(image.attrs["Config"].get("Entrypoint") or [])
 
-    def _start(self, spec: ServerSpec, workdir: Path, timeout: float, entrypoint: list[str]) -> VllmServer:
+    def _start(
+        self, spec: ServerSpec, workdir: Path, timeout: float, entrypoint: list[str], host_port: int | None
+    ) -> VllmServer:
+        """`host_port`: where the server answers on this host (None: a free one)."""
         import docker
 
         bridged = bool(self.client.networks.list(names=["bridge"]))
-        host, port = ("0.0.0.0", PORT) if bridged else ("127.0.0.1", free_port())
+        host, port = ("0.0.0.0", PORT) if bridged else ("127.0.0.1", host_port or free_port())
         args = serve_args(spec, entrypoint, host, port)
         env = dict(spec.env) | {name: os.environ[name] for name in ("HF_TOKEN",) if name in os.environ}
         mounts = _mounts(spec)
         gpus = "nvidia" in self.client.info().get("Runtimes", {})
-        # On 127.0.0.1 only, on a port the daemon picks (None: the SDK's way to say so; its stubs want an int).
-        published: dict[str, Any] | None = {f"{PORT}/tcp": ("127.0.0.1", None)} if bridged else None
-        log_path = workdir / f"vllm-{spec.key}.log"
+        # On 127.0.0.1 only, on the port asked for, else one the daemon picks (None: the SDK's way to say so).
+        published: dict[str, Any] | None = {f"{PORT}/tcp": ("127.0.0.1", host_port)} if bridged else None
+        log_path = new_log(workdir, spec)
         log_path.write_bytes(b"")
         name = f"pytest-vllm-{workdir.name}-{spec.key}"
         started = time.monotonic()

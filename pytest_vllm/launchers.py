@@ -72,6 +72,7 @@ class VllmServer:
     pid: int | None = None
     container: str | None = None  # the docker launcher's container id
     startup_seconds: float | None = None
+    relaunches: int = 0  # how many times the run relaunched it after it died or wedged
     identity: str = ""
     capabilities: dict[str, bool] = field(default_factory=dict, repr=False)
 
@@ -109,6 +110,7 @@ class VllmServer:
             "launched_by": self.launched_by,
             "launch_args": self.launch_args,
             "startup_seconds": self.startup_seconds,
+            "relaunches": self.relaunches,
         }
 
     def to_json(self) -> str:
@@ -129,7 +131,7 @@ class Launcher(Protocol):
     another process started; `close` ends the run (on its owner, after every server's `stop`).
     """
 
-    def start(self, spec: ServerSpec, workdir: Path, timeout: float) -> VllmServer: ...
+    def start(self, spec: ServerSpec, workdir: Path, timeout: float, port: int | None = None) -> VllmServer: ...
 
     def stop(self, server: VllmServer) -> None: ...
 
@@ -246,6 +248,16 @@ def serve_args(spec: ServerSpec, command: list[str], host: str, port: int) -> li
     return [*model, *served, "--host", host, "--port", str(port), "--seed", "0", *spec.serve_args]
 
 
+def new_log(workdir: Path, spec: ServerSpec) -> Path:
+    """Where a server of `spec` logs: `vllm-<key>.log`, then `vllm-<key>.2.log`, ... for its relaunches (the log of
+    the one that died is kept)."""
+    path, count = workdir / f"vllm-{spec.key}.log", 1
+    while path.exists():
+        count += 1
+        path = workdir / f"vllm-{spec.key}.{count}.log"
+    return path
+
+
 def wait_ready(server: VllmServer, exit_code: Callable[[], int | None], timeout: float, request_timeout: float) -> None:
     """Return once /health answers 200 and /v1/models lists the server's model; fail at once, with the root
     cause from its log, when `exit_code()` says it exited, or after `timeout` seconds."""
@@ -291,16 +303,15 @@ class SubprocessLauncher:
         command = self.command or default_command()
         return [*command, *serve_args(spec, command, "127.0.0.1", port)]
 
-    def start(self, spec: ServerSpec, workdir: Path, timeout: float) -> VllmServer:
+    def start(self, spec: ServerSpec, workdir: Path, timeout: float, port: int | None = None) -> VllmServer:
         keyed = " (with an API key)" if spec.api_key else ""
         with progress.step(workdir, f"starting vLLM for {spec.name}{keyed}", done="ready"):
-            return self._start(spec, workdir, timeout)
+            return self._start(spec, workdir, timeout, port or free_port())
 
-    def _start(self, spec: ServerSpec, workdir: Path, timeout: float) -> VllmServer:
+    def _start(self, spec: ServerSpec, workdir: Path, timeout: float, port: int) -> VllmServer:
         started = time.monotonic()
-        port = free_port()
         argv = self.argv(spec, port)
-        log_path = workdir / f"vllm-{spec.key}.log"
+        log_path = new_log(workdir, spec)
         env = {**os.environ, **dict(spec.env)}
         if spec.api_key:
             env["VLLM_API_KEY"] = spec.api_key  # the key stays out of argv and logs

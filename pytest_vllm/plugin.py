@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from pytest_vllm.launchers import VllmServer
 
 SESSION = pytest.StashKey[VllmSession]()
+MET_A_DEATH = pytest.StashKey[str]()  # why the check's launched server died under it (it then runs again, alone)
 TICKER = pytest.StashKey[Any]()
 RESULTS = pytest.StashKey[ReportPlugin]()
 _EXCHANGES_SHOWN = 3
@@ -164,6 +165,31 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                 )
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+    """Where the run launches its servers, a check whose server died under it (a request of its own, or of a
+    neighbour's check, killed or wedged the engine) runs again alone on the relaunched server: it fails only if
+    it kills that one too. Checks run beside each other in turns (pool.turn) so that one can run alone."""
+    vllm = item.config.stash[SESSION]
+    if not vllm.launching or not _is_vllm_check(item):
+        return None
+    from _pytest.runner import runtestprotocol  # pytest's own protocol, as pytest-rerunfailures runs it again
+
+    from pytest_vllm.pool import turn
+
+    item.ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    with turn(vllm.shared_dir):
+        vllm.refresh_servers()  # relaunched by another process since: a death under this check stays seen
+        reports = runtestprotocol(item, nextitem=nextitem, log=False)
+    if MET_A_DEATH in item.stash:
+        with turn(vllm.shared_dir, alone=True):
+            reports = runtestprotocol(item, nextitem=nextitem, log=False)
+    for report in reports:
+        item.ihook.pytest_runtest_logreport(report=report)
+    item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     vllm = item.config.stash[SESSION]
     vllm.recorder.reset()
@@ -198,18 +224,34 @@ def pytest_runtest_makereport(
     elif report.failed and call.excinfo is not None and error is not None:
         server_check = _is_vllm_check(item)
         verdict = verdicts.judge(error, call.excinfo.tb, item.path, server_check)
-        gone = _server_gone(item, vllm, verdicts.lost_contact(error)) if server_check else None
-        if gone:
-            item.session.shouldstop = gone
-            if not vllm.stop_run(f"{gone} (during {note.id})"):
-                return _not_run(report, note, vllm.stopped() or gone)  # a neighbour's crash, not this check's
+        dead = _server_gone(item, vllm, verdicts.lost_contact(error)) if server_check else None
+        last_words = {}  # the log of a server that died, by its URL: a relaunch gives it a new one
+        if dead:
+            server, gone = dead
+            relaunched = False
+            last_words[server.base_url] = server.log_tail()
+            if vllm.relaunches(server):
+                try:
+                    vllm.pool.relaunch(server)
+                    relaunched = True
+                except VllmServerError as failure:
+                    gone = f"{gone}; relaunching it failed: {str(failure).splitlines()[0]}"
+            if relaunched and MET_A_DEATH not in item.stash:  # it may have killed the server, or a neighbour did
+                item.stash[MET_A_DEATH] = gone
+                return report  # not logged: the check runs again, alone (pytest_runtest_protocol)
+            if relaunched:
+                gone = f"{gone}; and again when this check ran alone on a relaunched server"
+            else:
+                item.session.shouldstop = gone
+                if not vllm.stop_run(f"{gone} (during {note.id})"):
+                    return _not_run(report, note, vllm.stopped() or gone)  # a neighbour's crash, not this check's
             verdict = verdicts.Verdict("failed", verdicts.denoise(gone), verdicts.denoise(gone))
         if report.when == "call" or (report.when == "setup" and server_check):
             note.outcome = verdict.outcome  # a fixture's request can show the server wrong too
         note.reason, note.fingerprint = verdict.reason, verdict.fingerprint
         if verdict.outcome == "error":
             report.sections.append(("pytest-vllm", verdict.reason))
-        note.curl = _explain_failure(item, report)
+        note.curl = _explain_failure(item, report, last_words)
     note.attach(report)
     return report
 
@@ -227,20 +269,20 @@ def _is_vllm_check(item: pytest.Item) -> bool:
     return any(name.startswith("vllm") for name in getattr(item, "fixturenames", ()))
 
 
-def _server_gone(item: pytest.Item, vllm: VllmSession, lost_contact: bool) -> str | None:
-    """Why the check's server is gone, if it is: its process exited, or (when the check lost
+def _server_gone(item: pytest.Item, vllm: VllmSession, lost_contact: bool) -> tuple[VllmServer, str] | None:
+    """The check's server that is gone, and why: its process exited, or (when the check lost
     contact with it) it no longer answers."""
     for server in _servers_of(item, vllm):
-        if not server.is_alive():
+        if not server.is_alive():  # a process that relaunched it since the check began updates it here
             cause = server.root_cause()
-            return (
+            return server, (
                 f"the server {server.model} died during the run"
                 + (f": root cause: {cause}" if cause else "")
                 + f" (its process exited; log: {server.log_path})"
             )
         how = vllm.answers(server) if lost_contact else None
         if how:
-            return f"the server {server.model} stopped answering during the run ({how})"
+            return server, f"the server {server.model} stopped answering during the run ({how})"
     return None
 
 
@@ -253,14 +295,15 @@ def _servers_of(item: pytest.Item, vllm: VllmSession) -> list[VllmServer]:
     return list(servers.values())
 
 
-def _explain_failure(item: pytest.Item, report: pytest.TestReport) -> str:
-    """Attach the requests the check sent and the logs of the servers it used; the last request as curl."""
+def _explain_failure(item: pytest.Item, report: pytest.TestReport, logs: dict[str, str]) -> str:
+    """Attach the requests the check sent and the logs of the servers it used (`logs`: the tail of some, by URL);
+    the last request as curl."""
     vllm = item.config.stash[SESSION]
     exchanges = vllm.recorder.exchanges[-_EXCHANGES_SHOWN:]
     if exchanges:
         report.sections.append(("vllm requests", "\n\n".join(e.render() for e in exchanges)))
     for server in _servers_of(item, vllm):
-        tail = server.log_tail()
+        tail = logs.get(server.base_url) or server.log_tail()
         if tail:
             report.sections.append((f"vllm server log ({server.model})", tail))
     return exchanges[-1].curl() if exchanges else ""

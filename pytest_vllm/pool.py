@@ -4,12 +4,20 @@ The recipe is pytest-xdist's own for session fixtures: a file lock in the direct
 workers share. The first process to need a `ServerSpec` launches it and records the
 handle (or the error) in `<key>.json`; the others read it. The run's owner (the xdist
 controller, or pytest itself without xdist) stops every recorded server at the end.
+
+A server that died or wedged is relaunched on the same port by the first process to find it so
+(`relaunch`): every client's URL stays valid, and its record says how many times it was.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from filelock import FileLock
 
@@ -26,6 +34,7 @@ class ServerPool:
         self.startup_timeout = startup_timeout
         self.owner = owner
         self._servers: dict[str, VllmServer] = {}
+        self._specs: dict[str, ServerSpec] = {}
         shared_dir.mkdir(parents=True, exist_ok=True)
 
     def get(self, spec: ServerSpec) -> VllmServer:
@@ -34,12 +43,47 @@ class ServerPool:
             record = self.shared_dir / f"{spec.key}.json"
             with FileLock(str(record) + ".lock"):
                 if not record.exists():
-                    record.write_text(self._launch(spec))
+                    _write(record, self._launch(spec))
                 data = json.loads(record.read_text())
             if "error" in data:
                 raise VllmServerError(data["error"])
             self._servers[spec.key] = VllmServer.from_json(data["server"], spec.api_key)
+            self._specs[spec.key] = spec
         return self._servers[spec.key]
+
+    def owns(self, server: VllmServer) -> bool:
+        """Whether this process got `server` from the pool (so it can relaunch it)."""
+        return any(known is server for known in self._servers.values())
+
+    def refresh_all(self) -> None:
+        for server in self._servers.values():
+            self.refresh(server)
+
+    def refresh(self, server: VllmServer) -> bool:
+        """Whether another process relaunched `server` since this one last saw it (`server` is then updated)."""
+        key = next(key for key, known in self._servers.items() if known is server)
+        current = VllmServer.from_json(json.loads((self.shared_dir / f"{key}.json").read_text())["server"], None)
+        if current.relaunches <= server.relaunches:
+            return False
+        _update(server, current)
+        return True
+
+    def relaunch(self, server: VllmServer) -> None:
+        """Stop `server` (dead or wedged) and start its configuration again on the same port, updating `server`
+        in place, unless another process did since this one last saw it. A relaunch that fails raises
+        VllmServerError."""
+        key = next(key for key, known in self._servers.items() if known is server)
+        record = self.shared_dir / f"{key}.json"
+        with FileLock(str(record) + ".lock"):
+            if self.refresh(server):
+                return
+            self.launcher.stop(server)
+            fresh = self.launcher.start(
+                self._specs[key], self.shared_dir, self.startup_timeout, urlsplit(server.base_url).port
+            )
+            fresh.relaunches = server.relaunches + 1
+            _write(record, json.dumps({"server": fresh.to_json(), "keyed": bool(server.api_key)}))
+            _update(server, fresh)
 
     def _launch(self, spec: ServerSpec) -> str:
         try:
@@ -64,3 +108,31 @@ class ServerPool:
             for server in self.launched():
                 self.launcher.stop(server)
             self.launcher.close(self.shared_dir)
+
+
+def _write(record: Path, text: str) -> None:
+    """Replace `record` at once: a reader never sees half of it."""
+    partial = record.with_suffix(".partial")
+    partial.write_text(text)
+    os.replace(partial, record)
+
+
+def _update(server: VllmServer, fresh: VllmServer) -> None:
+    """Make `server` (the object every fixture and client of this process holds) the relaunched one."""
+    for name in ("base_url", "pid", "container", "log_path", "startup_seconds", "relaunches", "version"):
+        setattr(server, name, getattr(fresh, name))
+
+
+@contextmanager
+def turn(shared_dir: Path, alone: bool = False) -> Iterator[None]:
+    """A turn to run a check: beside the other processes' checks, or `alone` (once the checks under way end, none
+    starts until this one has). A waiting `alone` turn goes first: it holds the turnstile the others pass."""
+    shared_dir.mkdir(parents=True, exist_ok=True)
+    with open(shared_dir / "turnstile.lock", "a") as turnstile, open(shared_dir / "checks.lock", "a") as checks:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(checks, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            if not alone:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
+        yield  # closing the files releases the locks

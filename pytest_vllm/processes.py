@@ -28,14 +28,21 @@ def stop_process_group(pid: int | None, grace: float = 20.0) -> None:
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         _reap(pid)
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
+        if not _group_alive(pid):
             return
         time.sleep(0.2)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
     _reap(pid)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group `pgid` still runs: zombies do not (another process, their parent, reaps them)."""
+    for entry in Path("/proc").iterdir():
+        fields = stat_fields(entry.name) if entry.name.isdigit() else None
+        if fields and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
 
 
 def _reap(pid: int) -> None:

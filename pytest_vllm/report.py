@@ -244,9 +244,10 @@ def server_line(server: dict) -> str:
     if "error" in server:
         return f"server: {server['url']}: not available"
     ready = f", ready in {server['startup_seconds']} s" if server.get("startup_seconds") else ""
+    relaunched = f", relaunched {server['relaunches']}x after it died" if server.get("relaunches") else ""
     return (
         f"server: {server['model']} at {server['url']} "
-        f"({server.get('identity') or 'vLLM ' + server['version']}, {server['launched_by']}{ready})"
+        f"({server.get('identity') or 'vLLM ' + server['version']}, {server['launched_by']}{ready}{relaunched})"
     )
 
 

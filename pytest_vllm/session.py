@@ -111,6 +111,20 @@ class VllmSession:
 
     # Servers
 
+    @property
+    def launching(self) -> bool:
+        """Whether the run launches servers (the embedded default, --vllm-model, or a target that launches)."""
+        return any(view.settings.url is None for view in self.views())
+
+    def refresh_servers(self) -> None:
+        """Update this process's launched servers where another process relaunched them."""
+        if self._run._pool is not None:
+            self._run._pool.refresh_all()
+
+    def relaunches(self, server: VllmServer) -> bool:
+        """Whether the run launched `server`, so that it can launch it again where it dies."""
+        return self._run._pool is not None and self._run._pool.owns(server)
+
     def main_server(self) -> VllmServer:
         """The server under test: the one at --vllm-url, or the launched one.
 

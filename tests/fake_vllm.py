@@ -5,10 +5,11 @@ and behaves as FAKE_VLLM_MODE says:
   ok       serves /health, /version, /v1/models (and 401 without VLLM_API_KEY's key)
   crash    prints an error and exits 1 at once
   hang     never answers
-  die      serves, then exits when any /v1/ path other than /v1/models is requested
+  die      serves, then exits when a /v1/ path it does not know is requested (as /v1/die)
 In every mode that serves, GET /v1/reset-once resets the first connection that asks (no
 answer) and answers 200 after; /v1/reset-always always resets; /v1/exit exits at once;
-/v1/busy-once answers 429 (Retry-After: 1) once, then 200; /v1/busy-always answers 503;
+/v1/busy-once answers 429 (Retry-After: 1) once, then 200; /v1/busy-always answers 503; /v1/slow answers
+200 after 3 s;
 GET /v1/wedge wedges the engine: it and every later POST get no answer, while GET /v1/models still
 answers (until then a POST answers 501).
 Each start appends a line to $FAKE_VLLM_STARTS, if set, so tests can count launches.
@@ -71,6 +72,9 @@ def main() -> None:
                 return self.reply(429, {"error": "No deployments available"}, {"Retry-After": "1"})
             if self.path == "/v1/busy-once":
                 return self.reply(200, {"busy": len(busy)})
+            if self.path == "/v1/slow":
+                time.sleep(3)
+                return self.reply(200, {"slow": True})
             if self.path == "/v1/busy-always":
                 return self.reply(503, {"error": "overloaded"}, {"Retry-After": "1"})
             if self.path.startswith("/v1") and key and self.headers.get("Authorization") != f"Bearer {key}":

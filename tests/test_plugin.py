@@ -187,6 +187,7 @@ def test_report_records_checks_server_and_areas(pytester, fake_server):
             "launched_by": "remote",
             "launch_args": [],
             "startup_seconds": None,
+            "relaunches": 0,
         }
     ]
     outcomes = {c["nodeid"]: (c["area"], c["outcome"]) for c in data["checks"]}
@@ -232,18 +233,35 @@ def test_hanging_server_times_out_with_a_hint(pytester, fake_command, monkeypatc
     result.stdout.fnmatch_lines(["*vLLM was not ready after 2 s*Raise --vllm-startup-timeout*"])
 
 
-def test_server_dying_mid_run_stops_the_run_with_a_clear_reason(pytester, fake_command, monkeypatch):
+def test_a_check_that_kills_a_launched_server_fails_and_the_run_goes_on(pytester, fake_command, monkeypatch, tmp_path):
+    """The check that killed the server kills the relaunched one too when it runs again alone: it fails, with its
+    curl; the server is relaunched and every later check is judged."""
+    starts = tmp_path / "starts"
     monkeypatch.setenv("FAKE_VLLM_MODE", "die")
+    monkeypatch.setenv("FAKE_VLLM_STARTS", str(starts))
     pytester.makepyfile("""
         def test_1_kills_it(vllm_http):
             vllm_http.get("/v1/die")
 
-        def test_2_never_runs(vllm_server):
+        def test_2_later(vllm_http):
+            assert vllm_http.get("/v1/models").status_code == 200
+
+        def test_3_later(vllm_server):
             pass
     """)
-    result = pytester.runpytest_subprocess(*launch_args(fake_command, "--vllm-request-timeout", "5"))
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*the server fake-model died during the run (its process exited; log: *.log)*"])
+    report = pytester.path / "report.json"
+    result = pytester.runpytest_subprocess(
+        *launch_args(fake_command, "--vllm-request-timeout", "5"), "--vllm-report", str(report)
+    )
+    result.assert_outcomes(failed=1, passed=2)
+    data = json.loads(report.read_text())
+    [killer] = [c for c in data["checks"] if c["outcome"] == "failed"]
+    assert killer["reason"].startswith("the server fake-model died during the run (its process exited")
+    assert killer["reason"].endswith("; and again when this check ran alone on a relaunched server")
+    assert killer["curl"].endswith("/v1/die")
+    assert len(starts.read_text().split()) == 3, "launched, then relaunched after each of the two deaths"
+    assert data["servers"][0]["relaunches"] == 2
+    result.stdout.fnmatch_lines(["server: fake-model at * (vLLM 0.0.0-fake, subprocess, *relaunched 2x after it died)"])
 
 
 def test_xdist_workers_share_one_launched_server(pytester, fake_command, monkeypatch, tmp_path):
@@ -374,28 +392,47 @@ def test_remote_server_wedged_mid_run_is_found_within_seconds(pytester, fake_ser
     assert set(checks) == {"test_1_wedges_it"} and time.monotonic() - started < 30, "the run stops at once"
 
 
-def test_launched_server_dying_under_xdist_fails_one_check_only(pytester, fake_command, monkeypatch):
+def test_a_check_that_wedges_a_launched_server_fails_and_the_run_goes_on(pytester, fake_command):
+    """A wedged launched engine is stopped and relaunched like a dead one (vLLM 0.12 wedged in structured outputs)."""
+    pytester.makepyfile("""
+        def test_1_wedges_it(vllm_http):
+            vllm_http.get("/v1/wedge")
+
+        def test_2_later(vllm_http):
+            assert vllm_http.get("/v1/models").status_code == 200
+    """)
+    report = pytester.path / "report.json"
+    args = ("--vllm-request-timeout", "2", "--vllm-capability", "completions=yes", "--vllm-report", str(report))
+    pytester.runpytest_subprocess(*launch_args(fake_command, *args)).assert_outcomes(failed=1, passed=1)
+    [wedged] = [c for c in json.loads(report.read_text())["checks"] if c["outcome"] == "failed"]
+    assert wedged["reason"] == (
+        "the server fake-model stopped answering during the run (a one-token generation got no answer within 2 s: "
+        "its engine is wedged); and again when this check ran alone on a relaunched server"
+    )
+
+
+def test_a_check_that_meets_a_neighbours_kill_is_judged_again_alone(pytester, fake_command, monkeypatch):
+    """Under xdist, test_b's request is under way when test_a's kills the server: test_b runs again alone on the
+    relaunched server and passes; test_a kills that one too and is the one red check. No check is left unjudged."""
     monkeypatch.setenv("FAKE_VLLM_MODE", "die")
     pytester.makepyfile(
+        test_a="import time\n\ndef test_kills_it(vllm_http):\n    time.sleep(1)\n    vllm_http.get('/v1/die')\n",
+        test_b="def test_slow(vllm_http):\n    assert vllm_http.get('/v1/slow').status_code == 200\n",
         **{
-            "test_a": "import time\n\ndef test_kills_it(vllm_http):\n    time.sleep(1)\n    vllm_http.get('/v1/die')\n",
-            **{
-                f"test_{i}": "import time\n\ndef test_later(vllm_http):\n    time.sleep(2)\n    "
-                "assert vllm_http.get('/v1/models').status_code == 200\n"
-                for i in "bcdef"
-            },
-        }
+            f"test_{i}": "import time\n\ndef test_later(vllm_http):\n    time.sleep(2)\n    "
+            "assert vllm_http.get('/v1/models').status_code == 200\n"
+            for i in "cdef"
+        },
     )
     report = pytester.path / "report.json"
     result = pytester.runpytest_subprocess(
         *launch_args(fake_command, "--vllm-request-timeout", "5"), "-n", "2", "--vllm-report", str(report)
     )
-    checks = json.loads(report.read_text())["checks"]
-    red = [c for c in checks if c["outcome"] in ("failed", "error")]
-    assert [c["id"] for c in red] == ["test_a.py::test_kills_it"], red
-    assert red[0]["reason"].startswith("the server fake-model died during the run (its process exited")
-    assert all(c["outcome"] in ("passed", "skipped") for c in checks if c not in red), checks
-    assert result.ret != 0
+    checks = {c["id"]: c for c in json.loads(report.read_text())["checks"]}
+    red = [id for id, c in checks.items() if c["outcome"] != "passed"]
+    assert red == ["test_a.py::test_kills_it"], red
+    assert checks["test_a.py::test_kills_it"]["outcome"] == "failed"
+    assert len(checks) == 6 and result.ret == 1
 
 
 def test_own_errors_are_errors_and_server_faults_are_failures(pytester, fake_server):
