@@ -224,10 +224,13 @@ def pytest_runtest_makereport(
     elif report.failed and call.excinfo is not None and error is not None:
         server_check = _is_vllm_check(item)
         verdict = verdicts.judge(error, call.excinfo.tb, item.path, server_check)
-        dead = _server_gone(item, vllm, verdicts.lost_contact(error)) if server_check else None
+        troubled = verdicts.lost_contact(error) or any(e.status == 500 for e in vllm.recorder.exchanges)
+        dead = _server_gone(item, vllm, troubled) if server_check else None
         last_words = {}  # the log of a server that died, by its URL: a relaunch gives it a new one
         if dead:
             server, gone = dead
+            cause = server.root_cause()  # the engine's own error: whether its process exited yet is chance
+            gone += f": root cause: {cause}" if cause else ""
             relaunched = False
             last_words[server.base_url] = server.log_tail()
             if vllm.relaunches(server):
@@ -245,7 +248,8 @@ def pytest_runtest_makereport(
                 item.session.shouldstop = gone
                 if not vllm.stop_run(f"{gone} (during {note.id})"):
                     return _not_run(report, note, vllm.stopped() or gone)  # a neighbour's crash, not this check's
-            verdict = verdicts.Verdict("failed", verdicts.denoise(gone), verdicts.denoise(gone))
+            broke = f"the server {server.model} broke during the check: root cause: {cause}" if cause else gone
+            verdict = verdicts.Verdict("failed", verdicts.denoise(gone), verdicts.denoise(broke))
         if report.when == "call" or (report.when == "setup" and server_check):
             note.outcome = verdict.outcome  # a fixture's request can show the server wrong too
         note.reason, note.fingerprint = verdict.reason, verdict.fingerprint
@@ -269,18 +273,13 @@ def _is_vllm_check(item: pytest.Item) -> bool:
     return any(name.startswith("vllm") for name in getattr(item, "fixturenames", ()))
 
 
-def _server_gone(item: pytest.Item, vllm: VllmSession, lost_contact: bool) -> tuple[VllmServer, str] | None:
+def _server_gone(item: pytest.Item, vllm: VllmSession, troubled: bool) -> tuple[VllmServer, str] | None:
     """The check's server that is gone, and why: its process exited, or (when the check lost
-    contact with it) it no longer answers."""
+    contact with it, or got a 500) it no longer serves."""
     for server in _servers_of(item, vllm):
         if not server.is_alive():  # a process that relaunched it since the check began updates it here
-            cause = server.root_cause()
-            return server, (
-                f"the server {server.model} died during the run"
-                + (f": root cause: {cause}" if cause else "")
-                + f" (its process exited; log: {server.log_path})"
-            )
-        how = vllm.answers(server) if lost_contact else None
+            return server, f"the server {server.model} died during the run (its process exited; log: {server.log_path})"
+        how = vllm.answers(server) if troubled else None
         if how:
             return server, f"the server {server.model} stopped answering during the run ({how})"
     return None

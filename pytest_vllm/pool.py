@@ -24,6 +24,8 @@ from filelock import FileLock
 from pytest_vllm.launchers import Launcher, ServerSpec, VllmServer
 from pytest_vllm.outcomes import VllmServerError
 
+MAX_RELAUNCHES = 10  # per server and run: a server that keeps dying stops the run
+
 
 class ServerPool:
     """Launches and shares servers; `close()` on the owner stops them all."""
@@ -78,6 +80,8 @@ class ServerPool:
             if self.refresh(server):
                 return
             self.launcher.stop(server)
+            if server.relaunches >= MAX_RELAUNCHES:
+                raise VllmServerError(f"it died {server.relaunches + 1} times in this run: it is not launched again")
             fresh = self.launcher.start(
                 self._specs[key], self.shared_dir, self.startup_timeout, urlsplit(server.base_url).port
             )

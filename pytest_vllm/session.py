@@ -256,8 +256,9 @@ class VllmSession:
         return next((server for server in servers if server.base_url == base_url), None)
 
     def answers(self, server: VllmServer) -> str | None:
-        """None if `server` still serves, else how it does not: it refuses connections, or (a wedged
-        engine still lists its models) a one-token generation gets no answer within `WEDGED_AFTER` s."""
+        """None if `server` still serves, else how it does not: it refuses connections, or (a dead or
+        wedged engine behind a live API server still lists its models) a one-token generation answers 500
+        or nothing within `WEDGED_AFTER` s."""
         import httpx
 
         from pytest_vllm.launchers import auth_headers
@@ -268,16 +269,18 @@ class VllmSession:
         except httpx.TransportError:
             return "connection refused"
         known = {**server.capabilities, **self.overrides}  # as probed before: a wedged server is not probed now
-        served = next((generation for c, generation in _ONE_TOKEN.items() if known.get(c)), None)
-        if served is None:
-            return None
-        route, fields = served
-        body = {"model": server.model, "max_tokens": 1, **fields}
+        routes = [generation for c, generation in _ONE_TOKEN.items() if known.get(c)] or list(_ONE_TOKEN.values())
         wait = min(WEDGED_AFTER, self.settings.request_timeout)
-        try:
-            httpx.post(f"{server.base_url}{route}", json=body, headers=headers, timeout=wait)
-        except httpx.TransportError:
-            return f"a one-token generation got no answer within {wait:.0f} s: its engine is wedged"
+        for route, fields in routes:  # the first that generates decides; a route it lacks does not
+            body = {"model": server.model, "max_tokens": 1, **fields}
+            try:
+                status = httpx.post(f"{server.base_url}{route}", json=body, headers=headers, timeout=wait).status_code
+            except httpx.TransportError:
+                return f"a one-token generation got no answer within {wait:.0f} s: its engine is wedged"
+            if status == 500:
+                return "a one-token generation answered 500: its engine is broken"
+            if status == 200:
+                return None
         return None
 
     def stop_run(self, reason: str) -> bool:

@@ -11,7 +11,8 @@ answer) and answers 200 after; /v1/reset-always always resets; /v1/exit exits at
 /v1/busy-once answers 429 (Retry-After: 1) once, then 200; /v1/busy-always answers 503; /v1/slow answers
 200 after 3 s;
 GET /v1/wedge wedges the engine: it and every later POST get no answer, while GET /v1/models still
-answers (until then a POST answers 501).
+answers (until then a POST answers 501). GET /v1/break breaks it as a dead vLLM engine behind a live API
+server does: it and every later POST answer 500.
 Each start appends a line to $FAKE_VLLM_STARTS, if set, so tests can count launches.
 """
 
@@ -47,18 +48,24 @@ def main() -> None:
     name = args.served_model_name or args.model_flag or args.model
     key = os.environ.get("VLLM_API_KEY")
 
-    resets, busy, wedged = [], [], []
+    resets, busy, wedged, broken = [], [], [], []
+    engine_dead = {"error": {"message": "EngineCore encountered an issue.", "type": "InternalServerError"}}
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if wedged:
                 time.sleep(3600)
+            if broken:
+                return self.reply(500, engine_dead)
             self.send_error(501, "Unsupported method ('POST')")
 
         def do_GET(self) -> None:
             if self.path == "/v1/exit":
                 os._exit(3)
+            if self.path == "/v1/break":
+                broken.append(self.path)
+                return self.reply(500, engine_dead)
             if self.path == "/v1/wedge":
                 wedged.append(self.path)
                 time.sleep(3600)

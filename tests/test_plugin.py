@@ -392,11 +392,39 @@ def test_remote_server_wedged_mid_run_is_found_within_seconds(pytester, fake_ser
     assert set(checks) == {"test_1_wedges_it"} and time.monotonic() - started < 30, "the run stops at once"
 
 
-def test_a_check_that_wedges_a_launched_server_fails_and_the_run_goes_on(pytester, fake_command):
-    """A wedged launched engine is stopped and relaunched like a dead one (vLLM 0.12 wedged in structured outputs)."""
+def test_a_server_that_keeps_dying_is_relaunched_at_most_ten_times(pytester, fake_command, monkeypatch):
+    monkeypatch.setenv("FAKE_VLLM_MODE", "die")
     pytester.makepyfile("""
-        def test_1_wedges_it(vllm_http):
-            vllm_http.get("/v1/wedge")
+        import pytest
+
+        @pytest.mark.parametrize("n", range(6))
+        def test_1_kills_it(vllm_http, n):
+            vllm_http.get("/v1/die")
+
+        def test_2_later(vllm_server):
+            pass
+    """)
+    report = pytester.path / "report.json"
+    result = pytester.runpytest_subprocess(*launch_args(fake_command), "--vllm-report", str(report))
+    result.assert_outcomes(failed=6)  # and the run stops there
+    last = json.loads(report.read_text())["checks"][5]["reason"]
+    assert last.endswith("; relaunching it failed: it died 11 times in this run: it is not launched again"), last
+
+
+@pytest.mark.parametrize(
+    ("path", "how"),
+    [
+        ("/v1/wedge", "a one-token generation got no answer within 2 s: its engine is wedged"),
+        ("/v1/break", "a one-token generation answered 500: its engine is broken"),
+    ],
+    ids=["wedged", "broken"],
+)
+def test_a_check_that_wedges_or_breaks_a_launched_engine_fails_and_the_run_goes_on(pytester, fake_command, path, how):
+    """An engine that wedges (vLLM 0.12 in structured outputs) or dies behind its live API server, answering 500
+    (vLLM 0.32 after prompt_logprobs with n > 1), is stopped and relaunched like a dead server."""
+    pytester.makepyfile(f"""
+        def test_1_breaks_it(vllm_http):
+            assert vllm_http.get("{path}").status_code == 200
 
         def test_2_later(vllm_http):
             assert vllm_http.get("/v1/models").status_code == 200
@@ -404,10 +432,10 @@ def test_a_check_that_wedges_a_launched_server_fails_and_the_run_goes_on(pyteste
     report = pytester.path / "report.json"
     args = ("--vllm-request-timeout", "2", "--vllm-capability", "completions=yes", "--vllm-report", str(report))
     pytester.runpytest_subprocess(*launch_args(fake_command, *args)).assert_outcomes(failed=1, passed=1)
-    [wedged] = [c for c in json.loads(report.read_text())["checks"] if c["outcome"] == "failed"]
-    assert wedged["reason"] == (
-        "the server fake-model stopped answering during the run (a one-token generation got no answer within 2 s: "
-        "its engine is wedged); and again when this check ran alone on a relaunched server"
+    [broken] = [c for c in json.loads(report.read_text())["checks"] if c["outcome"] == "failed"]
+    assert broken["reason"] == (
+        f"the server fake-model stopped answering during the run ({how}); "
+        "and again when this check ran alone on a relaunched server"
     )
 
 
