@@ -54,27 +54,34 @@ class ServerPool:
         return self._servers[spec.key]
 
     def owns(self, server: VllmServer) -> bool:
-        """Whether this process got `server` from the pool (so it can relaunch it)."""
-        return any(known is server for known in self._servers.values())
+        """Whether `server` (or a copy of it) came from the pool, so that it can be relaunched."""
+        return self._key(server) is not None
+
+    def _key(self, server: VllmServer) -> str | None:
+        return next((key for key, known in self._servers.items() if known.base_url == server.base_url), None)
 
     def refresh_all(self) -> None:
         for server in self._servers.values():
             self.refresh(server)
 
     def refresh(self, server: VllmServer) -> bool:
-        """Whether another process relaunched `server` since this one last saw it (`server` is then updated)."""
-        key = next(key for key, known in self._servers.items() if known is server)
+        """Whether another process relaunched `server` since this one last saw it (it and the pool's own handle
+        are then updated)."""
+        key = self._key(server)
+        assert key is not None, "a server of the pool"
         current = VllmServer.from_json(json.loads((self.shared_dir / f"{key}.json").read_text())["server"], None)
         if current.relaunches <= server.relaunches:
             return False
         _update(server, current)
+        _update(self._servers[key], current)
         return True
 
     def relaunch(self, server: VllmServer) -> None:
         """Stop `server` (dead or wedged) and start its configuration again on the same port, updating `server`
         in place, unless another process did since this one last saw it. A relaunch that fails raises
         VllmServerError."""
-        key = next(key for key, known in self._servers.items() if known is server)
+        key = self._key(server)
+        assert key is not None, "a server of the pool"
         record = self.shared_dir / f"{key}.json"
         with FileLock(str(record) + ".lock"):
             if self.refresh(server):
@@ -88,6 +95,7 @@ class ServerPool:
             fresh.relaunches = server.relaunches + 1
             _write(record, json.dumps({"server": fresh.to_json(), "keyed": bool(server.api_key)}))
             _update(server, fresh)
+            _update(self._servers[key], fresh)
 
     def _launch(self, spec: ServerSpec) -> str:
         try:
