@@ -175,13 +175,18 @@ def _without_credentials(url: str) -> str:
     return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
 
 
-def comparisons(columns: list[Column]) -> list[tuple[str, Comparison] | None]:
-    """For each column, what changed against the baseline (the first column; for a lone column, the
-    baseline its run was gated on), with the baseline's name."""
+def comparisons(columns: list[Column], chain: bool = False) -> list[tuple[str, Comparison] | None]:
+    """For each column, what changed against the baseline (the first column, or with `chain` the column
+    before it; for a lone column, the baseline its run was gated on), with the baseline's name."""
+    if not columns:  # a release history where no release was judged
+        return []
     if len(columns) == 1 and "gate" in columns[0].data:
         return [(columns[0].data["gate"]["baseline"], stored_gate(columns[0].data["gate"]))]
-    first = columns[0]
-    return [None] + [(first.name, compare(first.records, column.records)) for column in columns[1:]]
+    baselines = columns[:-1] if chain else columns[:1] * (len(columns) - 1)
+    return [None] + [
+        (baseline.name, compare(baseline.records, column.records))
+        for baseline, column in zip(baselines, columns[1:], strict=True)
+    ]
 
 
 def stored_gate(gate: dict) -> Comparison:
@@ -259,7 +264,7 @@ def text(columns: list[Column]) -> str:
 # Markdown
 
 
-def _md(value: str, limit: int | None = None) -> str:
+def md_text(value: str, limit: int | None = None) -> str:
     """Text for a Markdown table cell: one line, its Markdown and HTML taken literally."""
     value = " ".join(value.split())
     if limit is not None and len(value) > limit:
@@ -280,7 +285,7 @@ def _md_cell(record: dict | None) -> str:
         return "· not run"
     proof = f" ({record['proof']})" if record["proof"] in _PROVED else ""
     reason = f": {record['reason']}" if record["reason"] else ""
-    return f"{_ICONS.get(record['outcome'], '')} {_md(record['outcome'] + proof + reason, _CELL)}"
+    return f"{_ICONS.get(record['outcome'], '')} {md_text(record['outcome'] + proof + reason, _CELL)}"
 
 
 def _fence(body: str) -> str:
@@ -288,11 +293,11 @@ def _fence(body: str) -> str:
     return f"{ticks}text\n{body.rstrip()}\n{ticks}"
 
 
-def markdown(columns: list[Column], budget: int = PR_COMMENT) -> str:
+def markdown(columns: list[Column], budget: int = PR_COMMENT, chain: bool = False) -> str:
     """The report in GitHub's Markdown within `budget` bytes: over it, the details go first, then the matrix
     rows of checks that passed everywhere, then those alike everywhere, the matrix, and rows of what changed;
-    the report says what it left out."""
-    compared = comparisons(columns)
+    the report says what it left out. `chain`: each column against the one before it (a release history)."""
+    compared = comparisons(columns, chain)
     rows = _rows(columns)
     alike = [row for row in rows if len({r["outcome"] if r else "" for r in row[2]}) > 1]
     plans = [
@@ -350,9 +355,9 @@ def _markdown(
         counts = column.counts()
         against = _gate_line(comparison[1]) if comparison else "the baseline"
         lines.append(
-            f"| {_md(column.name)} | {_md(column.verdict())} | "
+            f"| {md_text(column.name)} | {md_text(column.verdict())} | "
             + " | ".join(str(counts[h]) for h in heads)
-            + f" | {_md(against)} |"
+            + f" | {md_text(against)} |"
         )
     if dropped:
         left_out = ", ".join(dropped[:-1]) + (" and " if len(dropped) > 1 else "") + dropped[-1]
@@ -369,18 +374,20 @@ def _markdown(
             continue
         baseline, result = comparison
         rows_of = changes(result)
-        lines += ["", f"**{_md(column.name)}** against **{_md(baseline)}**: {_md(_gate_line(result))}"]
+        lines += ["", f"**{md_text(column.name)}** against **{md_text(baseline)}**: {md_text(_gate_line(result))}"]
         if rows_of and left:
             lines += ["", "| change | check | how |", "|---|---|---|"]
-            lines += [f"| {change} | {_md_code(check)} | {_md(how, _CELL)} |" for change, check, how in rows_of[:left]]
+            lines += [
+                f"| {change} | {_md_code(check)} | {md_text(how, _CELL)} |" for change, check, how in rows_of[:left]
+            ]
         if len(rows_of) > left:
             lines += ["", f"… and {len(rows_of) - left} more (left out for the budget)"]
         left = max(0, left - len(rows_of))
     if rows:
         lines += ["", "### Checks by area"]
     for area, group in groupby(rows, key=lambda row: row[0]):
-        names = " | ".join(_md(c.name) for c in columns)
-        lines += ["", f"#### {_md(area)}", "", f"| check | {names} |", "|---|" + "---|" * len(columns)]
+        names = " | ".join(md_text(c.name) for c in columns)
+        lines += ["", f"#### {md_text(area)}", "", f"| check | {names} |", "|---|" + "---|" * len(columns)]
         lines += [line for _, line in group]
     return "\n".join(lines + details) + "\n"
 
@@ -394,7 +401,7 @@ def _md_details(columns: list[Column], rows: list[tuple[str, str, list[dict | No
                 continue
             lines += ["", f"<details><summary>{escape(check)} · {escape(column.name)}: {record['outcome']}</summary>"]
             lines += [
-                f"\n{key.replace('_', ' ')}: {_md(record[key])}" for key in ("why", "proof_reason") if record[key]
+                f"\n{key.replace('_', ' ')}: {md_text(record[key])}" for key in ("why", "proof_reason") if record[key]
             ]
             lines += ["\n" + _fence(record[key]) for key in ("curl", "details") if record[key]]
             lines += ["", "</details>"]
@@ -503,10 +510,11 @@ def _html_cell(index: int, record: dict | None) -> str:
     return "".join(parts) + "</td>"
 
 
-def html(columns: list[Column]) -> str:
+def html(columns: list[Column], chain: bool = False, preface: str = "") -> str:
     """The report as one standalone HTML page: verdict and counts, what changed, then the matrix with
-    filters by area, outcome and target (also read from the URL's fragment, e.g. `#outcome=failed`)."""
-    compared = comparisons(columns)
+    filters by area, outcome and target (also read from the URL's fragment, e.g. `#outcome=failed`).
+    `chain`: each column against the one before it; `preface`: HTML shown before the verdict."""
+    compared = comparisons(columns, chain)
     rows = _rows(columns)
     sources = ", ".join(dict.fromkeys(Path(c.source).name or "this run" for c in columns))
     labels = "".join(
@@ -521,6 +529,7 @@ def html(columns: list[Column]) -> str:
             f"<style>{_CSS}@media (max-width:720px){{{labels}}}</style></head>",  # a stacked cell's target
             "<body><header><h1>pytest-vllm compatibility report</h1>",
             f"<p class=muted>{len(columns)} target{plural}, {len(rows)} checks, from {escape(sources)}</p></header>",
+            preface,
             _html_counts(columns, compared),
             _html_changes(columns, compared),
             _html_matrix(columns, rows, {check for c in compared if c for _, check, _ in changes(c[1])}),
