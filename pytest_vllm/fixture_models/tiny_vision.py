@@ -5,6 +5,10 @@ weights (`auto_map`, so vLLM needs --trust-remote-code): transformers 5.17 (vllm
 marks every Idefics3 image processor as needing torchvision, which cannot run on CPU here,
 while the module imported directly needs none. The same files load under 5.17 and 5.19.
 
+Images are split: each is scaled to twice the tower's input and cut into 2x2 tiles beside the
+global image. Unsplit, vLLM 0.27 to 0.30 count 0 patches for an image and fail in their memory
+profiling (vLLM issue #48667, fixed by #48760 in 0.31); split, the model serves on 0.27.1 to 0.32.0.
+
 Runs in the builder's child process (torch is imported inside the functions).
 """
 
@@ -78,9 +82,9 @@ def build(out: Path, models: dict[str, Path]) -> None:
     model.generation_config = text_model.generation_config
     model.save_pretrained(out)
     image_processor = Idefics3ImageProcessorPil(
-        size={"longest_edge": VISION_CONFIG["image_size"]},
+        size={"longest_edge": 2 * VISION_CONFIG["image_size"]},
         max_image_size={"longest_edge": VISION_CONFIG["image_size"]},
-        do_image_splitting=False,
+        do_image_splitting=True,
     )
     processor = Idefics3Processor(image_processor, tokenizer, image_seq_len=IMAGE_SEQ_LEN, chat_template=CHAT_TEMPLATE)
     processor.save_pretrained(out)
