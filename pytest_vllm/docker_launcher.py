@@ -4,7 +4,8 @@ The daemon is DOCKER_HOST's (with DOCKER_TLS_VERIFY, DOCKER_CERT_PATH), else the
 current context. The model, a hub id, is passed through; a local folder (and any other absolute path among the
 serve arguments) is mounted read-only at the same path. The served port is published on 127.0.0.1 only (on a
 daemon without a bridge network, the container shares the host's network and vLLM listens on 127.0.0.1). GPUs
-go in through a device request where the daemon has NVIDIA's runtime.
+go in through a device request where the daemon has NVIDIA's runtime; on a GPU (platforms.py), containers start one
+at a time, each with its share of the GPU's memory.
 
 Clean-up, in layers: every container carries the run's label and its owner; `stop` removes it after copying its
 log into the run folder (the log is followed there while it runs), `close` removes any container of the run still
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from pytest_vllm import progress
 from pytest_vllm.launchers import ServerSpec, VllmServer, new_log, serve_args, wait_ready
 from pytest_vllm.outcomes import VllmServerError
+from pytest_vllm.platforms import GpuPlan, gpu_launch, plan
 from pytest_vllm.processes import free_port, stat_fields
 
 if TYPE_CHECKING:
@@ -61,6 +63,11 @@ def client() -> docker.DockerClient:
     return docker_client
 
 
+def nvidia_runtime(docker_client: docker.DockerClient) -> bool:
+    """Whether the daemon has NVIDIA's runtime: its containers get the GPUs (a device request) then."""
+    return "nvidia" in docker_client.info().get("Runtimes", {})
+
+
 def running(container_id: str) -> bool:
     """Whether the container exists and runs (not if its daemon is gone)."""
     import docker
@@ -93,17 +100,18 @@ def remove(container: Container) -> None:
 class DockerLauncher:
     """Runs vLLM in a container of `image`, one per `ServerSpec`, logging to a file of the run folder."""
 
-    def __init__(self, image: str, command: str | None, request_timeout: float) -> None:
+    def __init__(self, image: str, command: str | None, request_timeout: float, gpu: GpuPlan | None = None) -> None:
         self.image = image
         self.command = shlex.split(command) if command else None
         self.request_timeout = request_timeout
+        self.gpu = gpu  # how the run's servers share the GPU (platforms.py); None on the CPU
         self._client: docker.DockerClient | None = None
         self._followers: dict[str, threading.Thread] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DockerLauncher:
         assert settings.image is not None  # settings.resolve requires it with this launcher
-        return cls(settings.image, settings.command, settings.request_timeout)
+        return cls(settings.image, settings.command, settings.request_timeout, plan(settings))
 
     @property
     def client(self) -> docker.DockerClient:
@@ -118,8 +126,11 @@ class DockerLauncher:
             _reaped = True
         entrypoint = self.command or self._entrypoint()
         keyed = " (with an API key)" if spec.api_key else ""
-        with progress.step(workdir, f"starting vLLM for {spec.name}{keyed} in {self.image}", done="ready"):
-            return self._start(spec, workdir, timeout, entrypoint, port)
+        with (
+            progress.step(workdir, f"starting vLLM for {spec.name}{keyed} in {self.image}", done="ready"),
+            gpu_launch(self.gpu, workdir, spec) as memory,
+        ):
+            return self._start(spec, workdir, timeout, entrypoint, port, memory)
 
     def _entrypoint(self) -> list[str]:
         """The image's entrypoint (pulled first if the daemon lacks it): vLLM's images start `vllm serve`."""
@@ -138,17 +149,24 @@ class DockerLauncher:
         return list(image.attrs["Config"].get("Entrypoint") or [])
 
     def _start(
-        self, spec: ServerSpec, workdir: Path, timeout: float, entrypoint: list[str], host_port: int | None
+        self,
+        spec: ServerSpec,
+        workdir: Path,
+        timeout: float,
+        entrypoint: list[str],
+        host_port: int | None,
+        memory: list[str],
     ) -> VllmServer:
-        """`host_port`: where the server answers on this host (None: a free one)."""
+        """`host_port`: where the server answers on this host (None: a free one); `memory`: the arguments that
+        give it its share of the GPU."""
         import docker
 
         bridged = bool(self.client.networks.list(names=["bridge"]))
         host, port = ("0.0.0.0", PORT) if bridged else ("127.0.0.1", host_port or free_port())
-        args = serve_args(spec, entrypoint, host, port)
+        args = [*serve_args(spec, entrypoint, host, port), *memory]
         env = dict(spec.env) | {name: os.environ[name] for name in ("HF_TOKEN",) if name in os.environ}
         mounts = _mounts(spec)
-        gpus = "nvidia" in self.client.info().get("Runtimes", {})
+        gpus = nvidia_runtime(self.client)
         # On 127.0.0.1 only, on the port asked for, else one the daemon picks (None: the SDK's way to say so).
         published: dict[str, Any] | None = {f"{PORT}/tcp": ("127.0.0.1", host_port)} if bridged else None
         log_path = new_log(workdir, spec)

@@ -16,6 +16,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -26,6 +27,7 @@ import httpx
 
 from pytest_vllm import progress
 from pytest_vllm.outcomes import VllmServerError
+from pytest_vllm.platforms import GpuPlan, gpu_launch, plan, resolved
 from pytest_vllm.processes import alive, free_port, stop_process_group
 from pytest_vllm.server_logs import root_cause, tail
 
@@ -34,6 +36,11 @@ if TYPE_CHECKING:
 
 LOG_TAIL_LINES = 40
 _POLL_SECONDS = 0.5
+STOP_WAITING = threading.Event()  # set when the run ends: a server still starting is stopped, not waited for
+
+
+class Abandoned(VllmServerError):
+    """The run ended while the server was starting: it was stopped before it was ready."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,9 @@ class VllmServer:
     startup_seconds: float | None = None
     relaunches: int = 0  # how many times the run relaunched it after it died or wedged
     identity: str = ""
+    dtype: str | None = None  # what a launched server's engine resolved, as its log says (platforms.resolved)
+    device: str | None = None
+    kv_cache_tokens: int | None = None
     capabilities: dict[str, bool] = field(default_factory=dict, repr=False)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
@@ -100,7 +110,9 @@ class VllmServer:
         return self.pid is None or alive(self.pid)
 
     def describe(self) -> dict:
-        """The server as the report records it: no key, no credentials."""
+        """The server as the report records it: no key, no credentials; a launched one's dtype, device and KV
+        cache too."""
+        resolved = {"dtype": self.dtype, "device": self.device, "kv_cache_tokens": self.kv_cache_tokens}
         return {
             "url": self.base_url,
             "model": self.model,
@@ -111,6 +123,7 @@ class VllmServer:
             "launch_args": self.launch_args,
             "startup_seconds": self.startup_seconds,
             "relaunches": self.relaunches,
+            **(resolved if self.log_path else {}),
         }
 
     def to_json(self) -> str:
@@ -265,6 +278,8 @@ def wait_ready(server: VllmServer, exit_code: Callable[[], int | None], timeout:
     headers = auth_headers(server.api_key)
     with httpx.Client(base_url=server.base_url, headers=headers, timeout=5) as client:
         while time.monotonic() < deadline:
+            if STOP_WAITING.is_set():
+                raise Abandoned(f"the run ended before {server.model} was ready: it was stopped")
             code = exit_code()
             if code is not None:
                 raise VllmServerError(
@@ -277,6 +292,7 @@ def wait_ready(server: VllmServer, exit_code: Callable[[], int | None], timeout:
                     server.models = [m["id"] for m in client.get("/v1/models").json()["data"]]
                     if server.model in server.models:
                         server.version = server_version(server.base_url, request_timeout)
+                        server.dtype, server.device, server.kv_cache_tokens = resolved(server.log_path)
                         return
             except (httpx.HTTPError, ValueError, KeyError):
                 pass
@@ -289,15 +305,17 @@ def wait_ready(server: VllmServer, exit_code: Callable[[], int | None], timeout:
 
 
 class SubprocessLauncher:
-    """Runs vLLM as a child process in its own process group, logging to a file."""
+    """Runs vLLM as a child process in its own process group, logging to a file; on a GPU one start at a time,
+    each with its share of the GPU's memory (`gpu`, platforms.py)."""
 
-    def __init__(self, command: str | None, request_timeout: float) -> None:
+    def __init__(self, command: str | None, request_timeout: float, gpu: GpuPlan | None = None) -> None:
         self.command = shlex.split(command) if command else None
         self.request_timeout = request_timeout
+        self.gpu = gpu
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SubprocessLauncher:
-        return cls(settings.command, settings.request_timeout)
+        return cls(settings.command, settings.request_timeout, plan(settings))
 
     def argv(self, spec: ServerSpec, port: int) -> list[str]:
         command = self.command or default_command()
@@ -305,12 +323,16 @@ class SubprocessLauncher:
 
     def start(self, spec: ServerSpec, workdir: Path, timeout: float, port: int | None = None) -> VllmServer:
         keyed = " (with an API key)" if spec.api_key else ""
-        with progress.step(workdir, f"starting vLLM for {spec.name}{keyed}", done="ready"):
-            return self._start(spec, workdir, timeout, port or free_port())
+        with (
+            progress.step(workdir, f"starting vLLM for {spec.name}{keyed}", done="ready"),
+            gpu_launch(self.gpu, workdir, spec) as memory,
+        ):
+            return self._start(spec, workdir, timeout, port or free_port(), memory)
 
-    def _start(self, spec: ServerSpec, workdir: Path, timeout: float, port: int) -> VllmServer:
+    def _start(self, spec: ServerSpec, workdir: Path, timeout: float, port: int, memory: list[str]) -> VllmServer:
+        """`memory`: the arguments that give the server its share of the GPU."""
         started = time.monotonic()
-        argv = self.argv(spec, port)
+        argv = [*self.argv(spec, port), *memory]
         log_path = new_log(workdir, spec)
         env = {**os.environ, **dict(spec.env)}
         if spec.api_key:

@@ -32,6 +32,7 @@ MET_A_DEATH = pytest.StashKey[str]()  # why the check's launched server died und
 TICKER = pytest.StashKey[Any]()
 RESULTS = pytest.StashKey[ReportPlugin]()
 _EXCHANGES_SHOWN = 3
+_OPT_IN = {"perf": "--vllm-perf", "parity": "--vllm-parity"}  # checks marked vllm_<name> run only when asked
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -45,6 +46,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "vllm_requires(*capabilities): the check needs these server capabilities; "
         "it ends 'unsupported' on a server without them.",
     )
+    for name, flag in _OPT_IN.items():
+        config.addinivalue_line("markers", f"vllm_{name}: an opt-in check, run with {flag} only.")
     if config.rootpath == suites_dir().parent:  # `pytest-vllm`: the terminal shows check ids too
         config.cwd_relative_nodeid = lambda nodeid: nodeid  # type: ignore[method-assign]
         terminal = config.pluginmanager.get_plugin("terminalreporter")
@@ -151,8 +154,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("vllm", names, indirect=True, ids=names, scope="session")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """A `vllm_requires` naming no known capability is a usage error at collection, not an error per check."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The opt-in checks (`vllm_perf`, `vllm_parity`) are deselected unless asked for; a `vllm_requires` naming
+    no known capability is a usage error at collection, not an error per check."""
+    settings = config.stash[SESSION].settings
+    unasked = {name for name, asked in _OPT_IN.items() if not getattr(settings, name)}
+    deselected = [item for item in items if any(item.get_closest_marker(f"vllm_{name}") for name in unasked)]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if item not in deselected]
     for item in items:
         for marker in item.iter_markers("vllm_requires"):
             from pytest_vllm.capabilities import CAPABILITIES  # only where a check asks for capabilities
@@ -163,6 +173,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                     f"{item.nodeid}: @pytest.mark.vllm_requires names unknown capabilities {unknown}; "
                     f"valid: {', '.join(sorted(CAPABILITIES))}"
                 )
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the servers the selected checks will use, in the order they come, each while the checks before it
+    run: the server under test for those that use `vllm_server`, and for those that use the suites' `server`
+    fixture, the one for their module's `CAPABILITY`."""
+    vllm = session.config.stash[SESSION]
+    if not vllm.launching or session.config.option.collectonly:
+        return
+    needed: list[str | None] = []
+    for item in session.items:
+        uses = getattr(item, "fixturenames", ())
+        if "server" in uses and "vllm" in uses:
+            needed.append(getattr(getattr(item, "module", None), "CAPABILITY", None))
+        if "vllm_server" in uses:
+            needed.append(None)
+    vllm.start_early(list(dict.fromkeys(needed)))
 
 
 @pytest.hookimpl(tryfirst=True)

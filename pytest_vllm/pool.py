@@ -7,24 +7,30 @@ controller, or pytest itself without xdist) stops every recorded server at the e
 
 A server that died or wedged is relaunched on the same port by the first process to find it so
 (`relaunch`): every client's URL stays valid, and its record says how many times it was.
+
+`start_early` launches, in a background thread, the servers the run's checks will ask for later, so that
+a server starts while the checks on the one before run, not when its own first check comes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from filelock import FileLock
 
-from pytest_vllm.launchers import Launcher, ServerSpec, VllmServer
+from pytest_vllm.launchers import STOP_WAITING, Abandoned, Launcher, ServerSpec, VllmServer
 from pytest_vllm.outcomes import VllmServerError
 
 MAX_RELAUNCHES = 10  # per server and run: a server that keeps dying stops the run
+_ABANDON_SECONDS = 30  # how long an early start may take to stop its server once the run ends
 
 
 class ServerPool:
@@ -37,21 +43,41 @@ class ServerPool:
         self.owner = owner
         self._servers: dict[str, VllmServer] = {}
         self._specs: dict[str, ServerSpec] = {}
+        self._getting: dict[str, threading.Lock] = {}  # per spec: this process's threads ask for it once
+        self._early: list[threading.Thread] = []
+        STOP_WAITING.clear()
         shared_dir.mkdir(parents=True, exist_ok=True)
 
     def get(self, spec: ServerSpec) -> VllmServer:
-        """The ready server for `spec`, launched on first use by whichever process comes first."""
-        if spec.key not in self._servers:
-            record = self.shared_dir / f"{spec.key}.json"
-            with FileLock(str(record) + ".lock"):
-                if not record.exists():
-                    _write(record, self._launch(spec))
-                data = json.loads(record.read_text())
-            if "error" in data:
-                raise VllmServerError(data["error"])
-            self._servers[spec.key] = VllmServer.from_json(data["server"], spec.api_key)
-            self._specs[spec.key] = spec
-        return self._servers[spec.key]
+        """The ready server for `spec`, launched on first use by whichever process (or thread) comes first."""
+        with self._getting.setdefault(spec.key, threading.Lock()):
+            if spec.key not in self._servers:
+                record = self.shared_dir / f"{spec.key}.json"
+                with FileLock(str(record) + ".lock"):
+                    if not record.exists():
+                        _write(record, self._launch(spec))
+                    data = json.loads(record.read_text())
+                if "error" in data:
+                    raise VllmServerError(data["error"])
+                self._servers[spec.key] = VllmServer.from_json(data["server"], spec.api_key)
+                self._specs[spec.key] = spec
+            return self._servers[spec.key]
+
+    def start_early(self, specs: list[Callable[[], ServerSpec]]) -> None:
+        """Launch the servers of `specs` one after another in a background thread (in the order the checks need
+        them: on 2 cores, starts side by side are no faster), so each is up, or starting, when its first check
+        asks. A failure is left for that check, which asks again and gets it."""
+
+        def launch() -> None:
+            for spec_of in specs:
+                if STOP_WAITING.is_set():
+                    return
+                with contextlib.suppress(VllmServerError):  # recorded for, or raised again to, the check
+                    self.get(spec_of())
+
+        thread = threading.Thread(target=launch, name="pytest-vllm-start-early", daemon=True)
+        thread.start()
+        self._early.append(thread)
 
     def owns(self, server: VllmServer) -> bool:
         """Whether `server` (or a copy of it) came from the pool, so that it can be relaunched."""
@@ -100,6 +126,8 @@ class ServerPool:
     def _launch(self, spec: ServerSpec) -> str:
         try:
             server = self.launcher.start(spec, self.shared_dir, self.startup_timeout)
+        except Abandoned:
+            raise  # no record: a process still running checks launches it again
         except VllmServerError as error:
             return json.dumps({"error": str(error)})
         return json.dumps({"server": server.to_json(), "keyed": bool(spec.api_key)})  # the key itself stays in memory
@@ -115,7 +143,11 @@ class ServerPool:
         return servers
 
     def close(self) -> None:
-        """On the owner: stop every server of the run, whichever process launched it."""
+        """Abandon this process's early starts still under way; on the owner, stop every server of the run,
+        whichever process launched it."""
+        STOP_WAITING.set()
+        for thread in self._early:
+            thread.join(timeout=_ABANDON_SECONDS)
         if self.owner:
             for server in self.launched():
                 self.launcher.stop(server)

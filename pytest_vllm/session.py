@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import os
 import tempfile
@@ -155,14 +156,31 @@ class VllmSession:
         keyed copy of the main server for auth; otherwise it is the server under test (a second
         copy of a user's model could not share its GPU).
         """
-        if self.embedded and capability in EMBEDDED_BY_CAPABILITY:
-            server = self.pool.get(self._spec(EMBEDDED_BY_CAPABILITY[capability]))
-        elif self.embedded and capability == "auth" and not self.settings.api_key:
-            server = self.launch(api_key=self._run_key())
-        else:
-            server = self.main_server()
+        own = self._own_server(capability)
+        server = self.pool.get(self._launched_spec(capability)) if own else self.main_server()
         self.require(server, capability)
         return server
+
+    def _own_server(self, capability: str | None) -> bool:
+        """Whether the embedded default launches a server of its own for checks of `capability`."""
+        keyed = capability == "auth" and not self.settings.api_key
+        return self.embedded and (capability in EMBEDDED_BY_CAPABILITY or keyed)
+
+    def _launched_spec(self, capability: str | None) -> ServerSpec:
+        """What the run launches for checks of `capability` (None: the server under test)."""
+        if not self._own_server(capability):
+            return self._spec(self.settings.fixture_model)
+        if capability == "auth":
+            return dataclasses.replace(self._spec(self.settings.fixture_model), api_key=self._run_key())
+        return self._spec(EMBEDDED_BY_CAPABILITY[str(capability)])
+
+    def start_early(self, capabilities: list[str | None]) -> None:
+        """Start, one after another in the background, every server the run launches for checks of
+        `capabilities` (in the order their first checks come; None: the server under test)."""
+        for view in self.views():
+            if view.settings.url is None:
+                needed = dict.fromkeys(c if view._own_server(c) else None for c in capabilities)
+                view.pool.start_early([functools.partial(view._launched_spec, c) for c in needed])
 
     def launch(self, *, serve_args: tuple[str, ...] = (), api_key: str | None = None) -> VllmServer:
         """A differently configured copy of the launched server, one per configuration."""
@@ -180,11 +198,11 @@ class VllmSession:
         s = self.settings
         if s.model is not None:
             return ServerSpec(s.model, serve_args=s.serve_arg, api_key=s.api_key)
-        from pytest_vllm import fixture_models
+        from pytest_vllm import fixture_models, platforms
 
         path = fixture_models.build(fixture_model, progress_dir=self.shared_dir)
-        args = tuple(fixture_models.serve_args(fixture_model, path)) + s.serve_arg
-        return ServerSpec(str(path), fixture_model, args, EMBEDDED_ENV, s.api_key)
+        ours = fixture_models.serve_args(fixture_model, path, platforms.of(s))
+        return ServerSpec(str(path), fixture_model, platforms.merged(ours, s.serve_arg), EMBEDDED_ENV, s.api_key)
 
     def _run_key(self) -> str:
         return "pytest-vllm-" + hashlib.sha256(str(self.shared_dir).encode()).hexdigest()[:24]

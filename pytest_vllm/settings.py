@@ -66,6 +66,16 @@ def _positive(value: str) -> float:
     return number
 
 
+def _fraction(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = 0.0
+    if not 0 < number <= 1:
+        raise ValueError("expected a fraction of the GPU's memory, above 0 and at most 1, e.g. 0.3")
+    return number
+
+
 def _launcher(value: str) -> str:
     if value not in LAUNCHERS:
         raise ValueError(f"valid launchers: {', '.join(LAUNCHERS)}")
@@ -100,6 +110,30 @@ def _switch(value: str) -> bool:
     if value.lower() not in ("1", "yes", "true", "on", "0", "no", "false", "off"):
         raise ValueError("expected yes or no")
     return value.lower() in ("1", "yes", "true", "on")
+
+
+def _slos(value: str) -> tuple[tuple[str, float], ...]:
+    slos = []
+    for item in value.replace(",", " ").split():
+        name, _, ms = item.partition(":")
+        try:
+            number = float(ms)
+        except ValueError:
+            number = -1.0
+        if name not in ("ttft", "tpot", "itl", "e2el") or number <= 0:
+            raise ValueError(f"expected METRIC:MS with METRIC one of ttft, tpot, itl, e2el, not {item!r}")
+        slos.append((name, number))
+    return tuple(slos)
+
+
+def _ratio(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = 0.0
+    if number <= 1:
+        raise ValueError("expected a ratio above 1, e.g. 1.25 (a metric may be a quarter worse than its baseline)")
+    return number
 
 
 def _fuzz(value: str) -> str:
@@ -188,6 +222,13 @@ OPTIONS = (
         "CMD",
     ),
     Option("serve_arg", "Extra argument for the launched server (repeatable).", "ARG", repeatable=True),
+    Option(
+        "gpu_share",
+        "On a GPU: the fraction of its memory each launched server gets (vLLM's --gpu-memory-utilization; default: "
+        "0.9 of the memory free at the run's first launch, split evenly between the servers the run may launch).",
+        "FRACTION",
+        _fraction,
+    ),
     Option("startup_timeout", "Seconds to wait for a launched server to be ready.", "S", _positive),
     Option("request_timeout", "Seconds before any single request gives up.", "S", _positive),
     Option(
@@ -230,6 +271,36 @@ OPTIONS = (
         _switch,
         switch=True,
     ),
+    Option(
+        "perf",
+        "Run the performance checks too (suites/test_perf.py: latency and throughput under load, as `vllm bench "
+        "serve` measures them); with --vllm-baseline, a metric worse than the baseline's beyond the tolerance fails.",
+        "",
+        _switch,
+        switch=True,
+    ),
+    Option(
+        "perf_slo",
+        "The performance checks' goodput SLOs in milliseconds, e.g. 'ttft:500 tpot:50 e2el:5000' (a request is "
+        "good when every metric named is within its SLO).",
+        "SLOS",
+        _slos,
+    ),
+    Option(
+        "perf_tolerance",
+        "With --vllm-perf and --vllm-baseline: how much worse than the baseline a metric may be, as a ratio "
+        "(e.g. 1.25: a quarter slower; default: from the spread of the baseline's own runs).",
+        "RATIO",
+        _ratio,
+    ),
+    Option(
+        "parity",
+        "Run the parity checks too (suites/test_parity.py: a launched model's greedy tokens and logprobs against "
+        "Hugging Face transformers and vLLM's LLM class, run in a child process).",
+        "",
+        _switch,
+        switch=True,
+    ),
 )
 
 
@@ -256,6 +327,7 @@ class Settings:
     image: str | None = None
     command: str | None = None
     serve_arg: tuple[str, ...] = ()
+    gpu_share: float | None = None
     startup_timeout: float = 900.0
     request_timeout: float = 120.0
     capability: tuple[tuple[str, bool], ...] = ()
@@ -266,6 +338,10 @@ class Settings:
     fuzz: str = "replay"
     fuzz_examples: int | None = None
     prove: bool = False
+    perf: bool = False
+    perf_slo: tuple[tuple[str, float], ...] = ()
+    perf_tolerance: float | None = None
+    parity: bool = False
     targets: tuple[Target, ...] = ()
     sources: dict[str, str] = field(default_factory=dict)
     given: dict[str, Any] = field(default_factory=dict)  # as written, for the header

@@ -290,6 +290,28 @@ def test_distinct_configurations_launch_once_each(pytester, fake_command, monkey
     assert len(starts.read_text().split()) == 2
 
 
+def test_the_servers_a_run_uses_start_side_by_side_at_collection(pytester, fake_command, monkeypatch, tmp_path):
+    starts = tmp_path / "starts"
+    monkeypatch.setenv("FAKE_VLLM_STARTS", str(starts))
+    pytester.makepyfile(f"""
+        import time
+        from pathlib import Path
+
+        def test_first(vllm_server):
+            deadline = time.monotonic() + 20  # the other target's server starts before any of its checks
+            while len(Path({str(starts)!r}).read_text().split()) < 2 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert len(Path({str(starts)!r}).read_text().split()) == 2
+
+        def test_copy_on_demand(vllm):
+            pass  # no server: none is started for it
+    """)
+    launched = ["--vllm-url", "launch", "--vllm-model", "a", "--vllm-url", "launch", "--vllm-model", "b"]
+    result = pytester.runpytest_subprocess("--vllm-command", fake_command, *launched, "-p", "no:randomly")
+    result.assert_outcomes(passed=4)
+    assert len(starts.read_text().split()) == 2
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupt_leaves_no_server_behind(pytester, fake_command, monkeypatch, tmp_path, stop):
     starts = tmp_path / "starts"

