@@ -105,6 +105,7 @@ class DockerLauncher:
         self.command = shlex.split(command) if command else None
         self.request_timeout = request_timeout
         self.gpu = gpu  # how the run's servers share the GPU (platforms.py); None on the CPU
+        self.abandon = threading.Event()
         self._client: docker.DockerClient | None = None
         self._followers: dict[str, threading.Thread] = {}
 
@@ -223,7 +224,9 @@ class DockerLauncher:
         )
         try:
             server.base_url = f"http://127.0.0.1:{self._published(container, port) if bridged else port}"
-            wait_ready(server, lambda: self._exit_code(container, log_path), timeout, self.request_timeout)
+            wait_ready(
+                server, lambda: self._exit_code(container, log_path), timeout, self.request_timeout, self.abandon
+            )
         except BaseException:
             self.stop(server)
             raise

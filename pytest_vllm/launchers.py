@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 
 LOG_TAIL_LINES = 40
 _POLL_SECONDS = 0.5
-STOP_WAITING = threading.Event()  # set when the run ends: a server still starting is stopped, not waited for
 
 
 class Abandoned(VllmServerError):
@@ -141,8 +140,11 @@ class Launcher(Protocol):
     """Starts and stops servers; every launcher returns a ready `VllmServer` (see `wait_ready`).
 
     `workdir` is the run's folder, shared by its xdist workers: logs go there. `stop` may get a server
-    another process started; `close` ends the run (on its owner, after every server's `stop`).
+    another process started; `close` ends the run (on its owner, after every server's `stop`). `abandon` is set
+    when the run ends: a server still starting is then stopped, not waited for.
     """
+
+    abandon: threading.Event
 
     def start(self, spec: ServerSpec, workdir: Path, timeout: float, port: int | None = None) -> VllmServer: ...
 
@@ -271,14 +273,21 @@ def new_log(workdir: Path, spec: ServerSpec) -> Path:
     return path
 
 
-def wait_ready(server: VllmServer, exit_code: Callable[[], int | None], timeout: float, request_timeout: float) -> None:
+def wait_ready(
+    server: VllmServer,
+    exit_code: Callable[[], int | None],
+    timeout: float,
+    request_timeout: float,
+    abandon: threading.Event,
+) -> None:
     """Return once /health answers 200 and /v1/models lists the server's model; fail at once, with the root
-    cause from its log, when `exit_code()` says it exited, or after `timeout` seconds."""
+    cause from its log, when `exit_code()` says it exited, or after `timeout` seconds; raise Abandoned once
+    `abandon` is set."""
     deadline = time.monotonic() + timeout
     headers = auth_headers(server.api_key)
     with httpx.Client(base_url=server.base_url, headers=headers, timeout=5) as client:
         while time.monotonic() < deadline:
-            if STOP_WAITING.is_set():
+            if abandon.is_set():
                 raise Abandoned(f"the run ended before {server.model} was ready: it was stopped")
             code = exit_code()
             if code is not None:
@@ -312,6 +321,7 @@ class SubprocessLauncher:
         self.command = shlex.split(command) if command else None
         self.request_timeout = request_timeout
         self.gpu = gpu
+        self.abandon = threading.Event()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SubprocessLauncher:
@@ -358,7 +368,7 @@ class SubprocessLauncher:
             pid=process.pid,
         )
         try:
-            wait_ready(server, process.poll, timeout, self.request_timeout)
+            wait_ready(server, process.poll, timeout, self.request_timeout, self.abandon)
         except BaseException:
             self.stop(server)
             raise

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from filelock import FileLock
 
-from pytest_vllm.launchers import STOP_WAITING, Abandoned, Launcher, ServerSpec, VllmServer
+from pytest_vllm.launchers import Abandoned, Launcher, ServerSpec, VllmServer
 from pytest_vllm.outcomes import VllmServerError
 
 MAX_RELAUNCHES = 10  # per server and run: a server that keeps dying stops the run
@@ -45,7 +45,6 @@ class ServerPool:
         self._specs: dict[str, ServerSpec] = {}
         self._getting: dict[str, threading.Lock] = {}  # per spec: this process's threads ask for it once
         self._early: list[threading.Thread] = []
-        STOP_WAITING.clear()
         shared_dir.mkdir(parents=True, exist_ok=True)
 
     def get(self, spec: ServerSpec) -> VllmServer:
@@ -70,7 +69,7 @@ class ServerPool:
 
         def launch() -> None:
             for spec_of in specs:
-                if STOP_WAITING.is_set():
+                if self.launcher.abandon.is_set():
                     return
                 with contextlib.suppress(VllmServerError):  # recorded for, or raised again to, the check
                     self.get(spec_of())
@@ -145,7 +144,7 @@ class ServerPool:
     def close(self) -> None:
         """Abandon this process's early starts still under way; on the owner, stop every server of the run,
         whichever process launched it."""
-        STOP_WAITING.set()
+        self.launcher.abandon.set()
         for thread in self._early:
             thread.join(timeout=_ABANDON_SECONDS)
         if self.owner:

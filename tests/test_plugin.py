@@ -12,6 +12,8 @@ import time
 import pytest
 from helpers import load_results, run_suites
 
+from pytest_vllm.launchers import ServerSpec, SubprocessLauncher
+from pytest_vllm.pool import ServerPool
 from pytest_vllm.processes import alive, free_port
 
 USES_SERVER = """
@@ -310,6 +312,22 @@ def test_the_servers_a_run_uses_start_side_by_side_at_collection(pytester, fake_
     result = pytester.runpytest_subprocess("--vllm-command", fake_command, *launched, "-p", "no:randomly")
     result.assert_outcomes(passed=4)
     assert len(starts.read_text().split()) == 2
+
+
+def test_a_run_that_ends_stops_its_start_under_way_and_no_other(fake_command, monkeypatch, tmp_path):
+    monkeypatch.setenv("FAKE_VLLM_MODE", "hang")
+    ended = ServerPool(SubprocessLauncher(fake_command, request_timeout=5), tmp_path / "ended", 60, owner=True)
+    ended.start_early([lambda: ServerSpec("hangs")])
+    time.sleep(1)
+    started = time.monotonic()
+    ended.close()
+    assert time.monotonic() - started < 10, "a start under way is abandoned, not waited for"
+    assert not list((tmp_path / "ended").glob("*.json")), "an abandoned start leaves no record"
+    monkeypatch.setenv("FAKE_VLLM_MODE", "ok")
+    launcher = SubprocessLauncher(fake_command, request_timeout=5)  # as a later test in this process
+    server = launcher.start(ServerSpec("serves"), tmp_path, timeout=30)
+    launcher.stop(server)
+    assert server.model == "serves"
 
 
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
