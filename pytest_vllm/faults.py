@@ -210,6 +210,32 @@ class ChatLogprobsInCompletionsFormat(Fault):
 
 
 @fault
+class LogprobsOfProcessedLogits(Fault):
+    """Logprobs of the logits after a temperature (0.7), not of the raw ones: every logprob off, the tokens right.
+
+    As vLLM's `--logprobs-mode processed_logprobs` reports them where a sampler tempers even greedy requests. Each
+    logprob of a /v1/completions answer is divided by the temperature (log_softmax of the tempered logits differs
+    from that by a constant a position, which the top logprobs alone cannot give)."""
+
+    name = "logprobs-of-processed-logits"
+    TEMPERATURE = 0.7
+
+    def response(self, req: Request, resp: Response) -> Response:
+        if req.path == COMPLETIONS:
+            for choice in choices(resp):
+                logprobs = choice.get("logprobs") or {}
+                logprobs["token_logprobs"] = [self._tempered(v) for v in logprobs.get("token_logprobs") or []]
+                logprobs["top_logprobs"] = [
+                    {token: self._tempered(v) for token, v in top.items()} if top else top
+                    for top in logprobs.get("top_logprobs") or []
+                ]
+        return resp
+
+    def _tempered(self, logprob: float | None) -> float | None:
+        return None if logprob is None else logprob / self.TEMPERATURE
+
+
+@fault
 class AlwaysGreedy(Fault):
     """Sampling ignored: every generation decoded greedily (temperature 0), whatever it asks for."""
 
@@ -286,7 +312,7 @@ class StreamsBrokenUnderLoad(Fault):
         self.in_flight = 0
 
     def request(self, req: Request) -> None:
-        if req.path == CHAT and req.fields().get("stream"):
+        if generation(req) and req.fields().get("stream"):
             req.ctx["broken"] = self.in_flight > 0
             self.in_flight += 1
 

@@ -218,6 +218,7 @@ class Runner:
         s = self.settings
         options = ["--vllm-request-timeout", str(s.request_timeout), "--vllm-fuzz", s.fuzz]
         options += ["--vllm-fuzz-examples", str(s.fuzz_examples)] if s.fuzz_examples else []
+        options += [flag for flag, asked in (("--vllm-perf", s.perf), ("--vllm-parity", s.parity)) if asked]  # opt-ins
         return options + [f"--vllm-capability={name}={'yes' if has else 'no'}" for name, has in s.capability]
 
     @staticmethod

@@ -10,9 +10,9 @@ A `Fault` sees each exchange at three points:
   `req.headers`), or return a `Response` to answer without asking the server;
 - `response(req, resp)`: rewrite a whole (non-streamed) answer (`resp.status`, `resp.json`, `resp.body`);
 - `event(req, payload)` / `frame(req, payload)` / `stream_end(req)`: a streamed answer (Server-Sent
-  Events) is passed on event by event as it arrives; `event` maps one `data:` payload to the
-  payloads to send instead (none, one or several), `frame` writes one on the wire (the framing),
-  `stream_end` adds raw bytes after the last one.
+  Events) is passed on event by event as it arrives (each held back `event_delay` seconds); `event`
+  maps one `data:` payload to the payloads to send instead (none, one or several), `frame` writes one
+  on the wire (the framing), `stream_end` adds raw bytes after the last one.
 `req.ctx` is a dict for state kept along one exchange (e.g. across the events of one stream).
 
 Only the standard library, httpx and uvicorn (which vLLM brings) are used.
@@ -104,6 +104,7 @@ class Fault:
     """No change at all; faults override the hooks they need. The docstring says what bug it imitates."""
 
     name = "none"
+    event_delay = 0.0  # seconds each streamed event is held back (a slow link or a buffering gateway)
 
     def request(self, req: Request) -> Response | None:
         return None
@@ -239,6 +240,8 @@ class FaultProxy:
                 buffer += data.replace(b"\r\n", b"\n")
                 *events, buffer = buffer.split(b"\n\n")
                 out = b"".join(_rewrite_event(fault, req, event) for event in events)
+                if out and fault.event_delay:
+                    await asyncio.sleep(fault.event_delay * len(events))
                 if out:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
             tail = (buffer + b"\n\n" if buffer.strip() else b"") + fault.stream_end(req)

@@ -17,6 +17,7 @@ from itertools import groupby
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from pytest_vllm import perf_report
 from pytest_vllm.gate import Comparison, compare
 from pytest_vllm.report import (
     OUTCOMES,
@@ -249,6 +250,7 @@ def text(columns: list[Column]) -> str:
         lines += table_lines(area_counts(records)) + reason_lines(records) + finding_lines(records)
         if "proof" in data:
             lines += proof_lines(records, data["proof"])
+        lines += perf_report.text_lines(records)
         lines += [f"repeat {r['id']}: {r['curl']}" for r in records if r["curl"]]
         if "gate" in data:
             lines += stored_gate(data["gate"]).lines(data["gate"]["baseline"])
@@ -383,6 +385,7 @@ def _markdown(
         if len(rows_of) > left:
             lines += ["", f"… and {len(rows_of) - left} more (left out for the budget)"]
         left = max(0, left - len(rows_of))
+    lines += perf_report.markdown_lines([(column.name, column.records.values()) for column in columns])
     if rows:
         lines += ["", "### Checks by area"]
     for area, group in groupby(rows, key=lambda row: row[0]):
@@ -532,6 +535,7 @@ def html(columns: list[Column], chain: bool = False, preface: str = "") -> str:
             preface,
             _html_counts(columns, compared),
             _html_changes(columns, compared),
+            perf_report.html([(column.name, column.records.values()) for column in columns]),
             _html_matrix(columns, rows, {check for c in compared if c for _, check, _ in changes(c[1])}),
             f"<script>{_JS}</script></body></html>\n",
         ]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pytest_vllm import perf_report
 from pytest_vllm.gate import key, with_target
 
 if TYPE_CHECKING:
@@ -181,6 +182,8 @@ class ReportPlugin:
         if self.proof is not None:
             for line in proof_lines(records, self.proof):
                 write(line)
+        for line in perf_report.text_lines(records):
+            write(line)
         if self.comparison is not None:
             for line in self.comparison.lines(settings.baseline):
                 write(line)

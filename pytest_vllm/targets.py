@@ -88,6 +88,8 @@ TARGETS: tuple[Target, ...] = (
     target("concurrency", "concurrent-answers-crossed", "test_concurrent_greedy_answers_leave_the_sequential_ones_only_at_near_ties"),
     target("concurrency", "sse-done-missing", "test_simultaneous_streams_are_each_complete"),
     target("concurrency", "streams-broken-under-load", "test_simultaneous_streams_are_each_complete"),
+    target("perf", "streams-broken-under-load", "test_serving_under_load[short]"),
+    target("parity", "logprobs-of-processed-logits", "test_greedy_tokens_match_transformers[*]"),
     target("responses", "tool-strict-dropped", "test_required_tool_choice_calls_a_listed_function"),
     target("responses", "responses-events-unnumbered", "test_stream_events_are_ordered_and_join_to_the_text"),
     target("responses", "responses-status-rewritten", "test_a_response_cut_by_max_output_tokens_is_incomplete", "test_a_response_that_finished_is_completed"),

@@ -143,7 +143,7 @@ def run_against(url: str, server: dict, keyword: str, folder: Path, module: str 
     if server.get("api_key"):
         env["PYTEST_VLLM_API_KEY"] = server["api_key"]  # not on the command line
     args = ["--vllm-url", url, "--vllm-model", server["model"], "-k", keyword, "--vllm-report", str(report)]
-    args += ["-p", "no:randomly", "--hypothesis-seed=0"]
+    args += ["-p", "no:randomly", "--hypothesis-seed=0", "--vllm-perf", "--vllm-parity"]  # opt-ins: -k selects
     done = run_suites(*args, cwd=folder, timeout=RUN_TIMEOUT, env=env, module=module)
     output = done.stdout[-4000:] + done.stderr[-2000:]
     checks = load_results(report, output)["checks"]

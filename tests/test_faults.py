@@ -135,6 +135,8 @@ REASONS = {
     "concurrency-concurrent-answers-crossed-concurrent_greedy_answers_leave_the_sequential_ones_only_at_near_ties": "where the model was sure",
     "concurrency-sse-done-missing-simultaneous_streams_are_each_complete": "[DONE]",
     "concurrency-streams-broken-under-load-simultaneous_streams_are_each_complete": "incomplete chunked read",
+    "perf-streams-broken-under-load-serving_under_load": "requests failed at concurrency",
+    "parity-logprobs-of-processed-logits-greedy_tokens_match_transformers": "over the tolerance",
     "responses-tool-strict-dropped-required_tool_choice_calls_a_listed_function": "follow the strict tool's schema",
     "responses-responses-events-unnumbered-stream_events_are_ordered_and_join_to_the_text": "sequence_number counts the events",
     "responses-responses-status-rewritten-a_response_cut_by_max_output_tokens_is_incomplete": "status 'incomplete'",
@@ -165,6 +167,7 @@ SELECT = {
     "sampling-beam-search-ignored-beam_search_of_width_one_is_greedy": "test_beam_search",
     "responses-responses-status-rewritten-a_response_cut_by_max_output_tokens_is_incomplete": "test_a_response_",
     "concurrency-concurrent-answers-crossed-concurrent_greedy_answers_leave_the_sequential_ones_only_at_near_ties": "test_concurrent_greedy_answers",
+    "perf-streams-broken-under-load-serving_under_load": "test_serving_under_load and short",
     "structured_outputs-structured-outputs-not-enforced-invalid_constraint_is_rejected": "(test_invalid_constraint_is_rejected or test_output_meets_its_constraint) and (regex or choice)",
     "vision-image-parts-dropped-image_part_is_answered": "test_image_part_is_answered or test_image_changes_the_output",
 }
