@@ -125,6 +125,26 @@ def test_key_never_appears_in_output_or_report(pytester, fake_server):
     assert "sekrit-key-123" not in report.read_text()
 
 
+@pytest.mark.parametrize("asked", [[], ["--vllm-perf"], ["--vllm-perf", "--vllm-parity"]])
+def test_opt_in_checks_run_only_when_asked(pytester, fake_server, asked):
+    pytester.makepyfile("""
+        import pytest
+
+        def test_always():
+            pass
+
+        @pytest.mark.vllm_perf
+        def test_perf():
+            pass
+
+        @pytest.mark.vllm_parity
+        def test_parity():
+            pass
+    """)
+    result = pytester.runpytest("--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123", *asked)
+    result.assert_outcomes(passed=1 + len(asked), deselected=2 - len(asked))
+
+
 def test_failure_shows_requests_and_curl(pytester, fake_server):
     pytester.makepyfile("def test_fails(vllm_http):\n    vllm_http.get('/v1/models')\n    assert 0\n")
     result = pytester.runpytest("--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123")
