@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from pytest_vllm import perf
+
 # The launchers --vllm-launcher picks from: name -> "module:class", imported only when picked.
 LAUNCHERS = {
     "subprocess": "pytest_vllm.launchers:SubprocessLauncher",
@@ -113,17 +115,7 @@ def _switch(value: str) -> bool:
 
 
 def _slos(value: str) -> tuple[tuple[str, float], ...]:
-    slos = []
-    for item in value.replace(",", " ").split():
-        name, _, ms = item.partition(":")
-        try:
-            number = float(ms)
-        except ValueError:
-            number = -1.0
-        if name not in ("ttft", "tpot", "itl", "e2el") or number <= 0:
-            raise ValueError(f"expected METRIC:MS with METRIC one of ttft, tpot, itl, e2el, not {item!r}")
-        slos.append((name, number))
-    return tuple(slos)
+    return tuple(perf.parse_goodput(value.replace(",", " ").split()).items())
 
 
 def _ratio(value: str) -> float:

@@ -145,6 +145,12 @@ def test_opt_in_checks_run_only_when_asked(pytester, fake_server, asked):
     result.assert_outcomes(passed=1 + len(asked), deselected=2 - len(asked))
 
 
+def test_a_goodput_slo_names_a_metric_vllm_sets_slos_on(pytester):
+    result = pytester.runpytest("--collect-only", "--vllm-perf-slo", "ttft:500 itl:20")
+    result.stderr.fnmatch_lines(["*--vllm-perf-slo*goodput SLO itl:20.0 is invalid: name one of*ttft*tpot*e2el*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
 def test_failure_shows_requests_and_curl(pytester, fake_server):
     pytester.makepyfile("def test_fails(vllm_http):\n    vllm_http.get('/v1/models')\n    assert 0\n")
     result = pytester.runpytest("--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123")
