@@ -30,7 +30,7 @@ import statistics
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -514,7 +514,8 @@ async def sweep(
     progress: Callable[[SweepProgress], None] | None = None,
 ) -> dict[str, Any]:
     """All-at-once points at concurrency 1, 2, 4, ... (`runs` each) until the median output throughput gains
-    less than `min_gain` over the point before, or the cap (or num_prompts) is reached.
+    less than `min_gain` over the point before, or the cap (or num_prompts) is reached. Each run draws its own
+    prompts (seeds `workload.seed`, +1, +2, ...), so that no run is served from another's prefix cache.
 
     Returns {"points": [{"max_concurrency", "runs": [results], "spread": spread(runs)}], "best_max_concurrency",
     "speedup"}: speedup is the median output throughput at the best concurrency over that at concurrency 1.
@@ -535,9 +536,10 @@ async def sweep(
                 progress(SweepProgress(index + 1, concurrency, run + 1, runs, time.monotonic() - started, left))
             run_started = time.monotonic()
             load = Load(max_concurrency=concurrency)
+            fresh = replace(workload, seed=workload.seed + index * runs + run)
             results.append(
                 await measure(
-                    base_url, model, workload, load, api_key=api_key, timeout=timeout, goodput=goodput, warmups=warmups
+                    base_url, model, fresh, load, api_key=api_key, timeout=timeout, goodput=goodput, warmups=warmups
                 )
             )
             last_run = time.monotonic() - run_started

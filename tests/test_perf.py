@@ -175,6 +175,8 @@ def test_a_sweep_doubles_concurrency_until_throughput_stops_growing():
     first = summary["points"][0]["spread"]["output_throughput"]
     assert first["min"] <= first["median"] <= first["max"] and len(summary["points"][0]["runs"]) == 3
     assert "best concurrency" in perf.format_sweep(summary)
+    seeds = [run["seed"] for point in summary["points"] for run in point["runs"]]
+    assert seeds == list(range(9)), "each run draws prompts of its own: none is served from another's prefix cache"
 
 
 def test_spread_gives_min_median_max_of_each_metric():
