@@ -138,6 +138,11 @@ def _plot(title: str, series: list[tuple[str, list[tuple[float, float]]]], log_y
         f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#888"/>'
         f'<text x="{pad}" y="{height - pad + 14}" font-size="10">{2**x0:.0f}</text>'
         f'<text x="{width - pad}" y="{height - pad + 14}" font-size="10">{2**x1:.0f}</text>'
-        f'<text x="2" y="{height - pad}" font-size="10">{bottom:.3g}</text>'
-        f'<text x="2" y="{pad}" font-size="10">{top:.3g}</text>{lines}</svg>'
+        f'<text x="2" y="{height - pad}" font-size="10">{_tick(bottom)}</text>'
+        f'<text x="2" y="{pad}" font-size="10">{_tick(top)}</text>{lines}</svg>'
     )
+
+
+def _tick(value: float) -> str:
+    """An axis label: 1,551 rather than 1.55e+03."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
