@@ -30,6 +30,19 @@ from pytest_vllm.launchers import Abandoned, Launcher, ServerSpec, VllmServer
 from pytest_vllm.outcomes import VllmServerError
 
 MAX_RELAUNCHES = 10  # per server and run: a server that keeps dying stops the run
+# What a relaunch changes in a server's handle.
+_RELAUNCH_CHANGES = (
+    "base_url",
+    "pid",
+    "container",
+    "log_path",
+    "startup_seconds",
+    "relaunches",
+    "version",
+    "dtype",
+    "device",
+    "kv_cache_tokens",
+)
 _ABANDON_SECONDS = 30  # how long an early start may take to stop its server once the run ends
 
 
@@ -162,7 +175,7 @@ def _write(record: Path, text: str) -> None:
 
 def _update(server: VllmServer, fresh: VllmServer) -> None:
     """Make `server` (the object every fixture and client of this process holds) the relaunched one."""
-    for name in ("base_url", "pid", "container", "log_path", "startup_seconds", "relaunches", "version"):
+    for name in _RELAUNCH_CHANGES:
         setattr(server, name, getattr(fresh, name))
 
 

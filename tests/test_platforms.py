@@ -2,6 +2,7 @@
 CPU and on a GPU, the memory shares of a run's servers, the GPU launch lock and a clear error when one does not fit.
 No vLLM starts: the one launch here is of tests/fake_vllm.py."""
 
+import dataclasses
 import subprocess
 import sys
 import threading
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_vllm import docker_launcher, fixture_models, platforms
+from pytest_vllm import docker_launcher, fixture_models, platforms, pool
 from pytest_vllm.fixture_models import FIXTURE_MODELS
 from pytest_vllm.launchers import ServerSpec, SubprocessLauncher, VllmServer
 from pytest_vllm.outcomes import VllmServerError
@@ -349,3 +350,9 @@ def test_the_results_file_records_them_for_launched_servers_only():
     described = launched.describe()
     assert (described["dtype"], described["device"], described["kv_cache_tokens"]) == ("float32", "cpu", 1048576)
     assert "dtype" not in VllmServer("u", "m", [], "0", "remote").describe(), "a remote server's own is unknown"
+
+
+def test_a_relaunched_server_records_what_the_fresh_one_resolved():
+    held = VllmServer("u", "m", [], "0", "subprocess", dtype="float32", device="cpu", kv_cache_tokens=1)
+    pool._update(held, dataclasses.replace(held, base_url="v", dtype="bfloat16", device="cuda", kv_cache_tokens=2))
+    assert (held.base_url, held.dtype, held.device, held.kv_cache_tokens) == ("v", "bfloat16", "cuda", 2)
