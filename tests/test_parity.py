@@ -101,41 +101,25 @@ def test_a_folder_that_is_not_a_model_is_refused_saying_why(tmp_path):
     assert expected in str(refused.value)
 
 
-def _reasons(report: Path, output: str) -> set[str]:
+def _unsupported_reason(tmp_path: Path, *target: str) -> str:
+    """The one reason the parity suite's 4 checks give, all unsupported, on `target` (its options)."""
+    report = tmp_path / "report.json"
+    args = (*target, "--vllm-parity", "--vllm-report", str(report))
+    done = run_suites(*args, cwd=tmp_path, timeout=120, module="parity")
+    output = done.stdout + done.stderr
     checks = load_results(report, output)["checks"]
     assert len(checks) == 4 and {c["outcome"] for c in checks} == {"unsupported"}, output
-    return {c["reason"] for c in checks}
+    [reason] = {c["reason"] for c in checks}
+    return reason
 
 
 def test_a_server_at_a_url_whose_root_is_not_a_local_folder_is_unsupported(fake_server, tmp_path):
-    report = tmp_path / "report.json"
-    args = (
-        "--vllm-url",
-        fake_server,
-        "--vllm-api-key",
-        "sekrit-key-123",
-        "--vllm-parity",
-        "--vllm-report",
-        str(report),
-    )
-    done = run_suites(*args, cwd=tmp_path, timeout=120, module="parity")
-    [reason] = _reasons(report, done.stdout + done.stderr)
+    reason = _unsupported_reason(tmp_path, "--vllm-url", fake_server, "--vllm-api-key", "sekrit-key-123")
     assert "/v1/models gives the root of 'served-a' as None, not a folder on this machine with a config.json" in reason
 
 
 def test_a_model_that_is_not_a_local_folder_is_unsupported(fake_command, tmp_path):
-    report = tmp_path / "report.json"
-    args = (
-        "--vllm-command",
-        fake_command,
-        "--vllm-model",
-        "org/hub-model",
-        "--vllm-parity",
-        "--vllm-report",
-        str(report),
-    )
-    done = run_suites(*args, cwd=tmp_path, timeout=120, module="parity")
-    [reason] = _reasons(report, done.stdout + done.stderr)
+    reason = _unsupported_reason(tmp_path, "--vllm-command", fake_command, "--vllm-model", "org/hub-model")
     assert "the server serves 'org/hub-model', not a folder with a config.json" in reason
 
 
